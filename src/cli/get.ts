@@ -51,7 +51,8 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
     };
     const synced = await syncAll(archive, entries, config.arches, { refresh: config.refresh });
     for (const failure of synced.failures) {
-      io.stderr(`W: ${failure.entry.origin}: ${failure.error instanceof Error ? failure.error.message : String(failure.error)}\n`);
+      const why = failure.error instanceof Error ? failure.error.message : String(failure.error);
+      io.stderr(`W: ${failure.entry.origin}: ${why}; going on without ${failure.entry.uri} ${failure.entry.suite}\n`);
     }
     const scope: ResolveScope = { releaseKeys: synced.keys, arches: config.arches, describe: describeEntries(entries) };
     const rows = requests.map((request) => {

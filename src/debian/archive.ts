@@ -96,19 +96,16 @@ export async function syncSource(
     await mkdir(deps.releaseDir, { recursive: true });
     await writeFile(join(deps.releaseDir, releaseSha256), text);
   }
-  deps.store.setRelease(
-    {
-      key,
-      uri: entry.uri,
-      suite: entry.suite,
-      releaseSha256,
-      lastModified: fetched.lastModified ?? undefined,
-      etag: fetched.etag ?? undefined,
-      fetchedAt: deps.now(),
-    },
-    indexes,
-  );
-  deps.store.pruneIndexes();
+  const row = {
+    key,
+    uri: entry.uri,
+    suite: entry.suite,
+    releaseSha256,
+    lastModified: fetched.lastModified ?? undefined,
+    etag: fetched.etag ?? undefined,
+    fetchedAt: deps.now(),
+  };
+  await exclusively(deps.store, async () => deps.store.setRelease(row, indexes));
   return { key, offline: false };
 }
 
@@ -176,6 +173,16 @@ async function fetchRelease(
   return { text, ...releaseMeta };
 }
 
+/** Writes to one store happen one at a time: an import is one long transaction on its connection. */
+const storeQueues = new WeakMap<IndexStore, Promise<unknown>>();
+
+function exclusively<T>(store: IndexStore, work: () => Promise<T>): Promise<T> {
+  const previous = storeQueues.get(store) ?? Promise.resolve();
+  const next = previous.then(work, work);
+  storeQueues.set(store, next.catch(() => undefined));
+  return next;
+}
+
 interface IndexRef {
   component: string;
   arch: string;
@@ -240,7 +247,10 @@ async function importIndex(
       }
       throw err;
     }
-    await deps.store.importIndex(listed.sha256, parsePackageBatches(decompress(Bun.file(file).stream(), compressionOf(file))));
+    await exclusively(deps.store, async () => {
+      if (deps.store.hasIndex(listed.sha256)) return; // Another source of this run imported the same file.
+      await deps.store.importIndex(listed.sha256, parsePackageBatches(decompress(Bun.file(file).stream(), compressionOf(file))));
+    });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -273,6 +283,8 @@ export async function syncAll(
   options: { refresh: boolean },
 ): Promise<SyncAllResult> {
   const results = await Promise.allSettled(entries.map((entry) => syncSource(deps, entry, arches, options)));
+  // Only once every source has said which indexes it uses may the others go.
+  await exclusively(deps.store, async () => deps.store.pruneIndexes());
   const keys: string[] = [];
   const failures: SyncAllResult["failures"] = [];
   results.forEach((result, i) => {

@@ -134,6 +134,18 @@ describe("apt-p2p get against a signed local repository", () => {
     expect(await sha256File(join(s.dest, "bigpkg_1.0-1_amd64.deb"))).toBe(await sha256File(join(repo.root, repo.debs.get("bigpkg_1:1.0-1")!)));
   });
 
+  test("two mirrors of one archive in one sources file sync at once without conflict", async () => {
+    const m = await variant(async () => {});
+    const s = await scene();
+    await writeFile(s.sources, `deb [signed-by=${key.keyring}] ${mirror.url} stable main\ndeb [signed-by=${key.keyring}] ${m.url} stable main\n`);
+    const r = await runApt(s.args("--json", "hello"));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const fetchedIndexes = [...mirror.requests, ...m.requests].filter((q) => q.path.includes("/binary-amd64/"));
+    expect(fetchedIndexes.length).toBeGreaterThanOrEqual(1);
+    expect(m.requests.filter((q) => q.path.endsWith("InRelease"))).toHaveLength(1);
+  });
+
   test("--quiet prints nothing on success", async () => {
     const s = await scene();
     const r = await runApt(s.args("--quiet", "hello"));
