@@ -24,8 +24,8 @@ interface GetFlags {
 export function buildProgram(io: CliIO, getDeps?: GetDeps): Command {
   const program = new Command("apt-p2p")
     .description(
-      "Peer-to-peer downloader and caching proxy for APT. Every file is checked against the SHA-256 in the\n" +
-        "archive's signed index before it is written.",
+      "Peer-to-peer downloader and caching proxy for APT. Every file is checked against the SHA-256 in " +
+        "the archive's signed index before it is written.",
     )
     .version(VERSION, "-V, --version", "print the version")
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
@@ -35,8 +35,8 @@ export function buildProgram(io: CliIO, getDeps?: GetDeps): Command {
   program
     .command("get")
     .description(
-      "Download Debian packages by name, verified against the signed index of the APT sources.\n" +
-        "Each PACKAGE is NAME (newest version), NAME=VERSION, NAME:ARCH, a file name such as\n" +
+      "Download Debian packages by name, verified against the signed index of the APT sources. " +
+        "Each PACKAGE is NAME (newest version), NAME=VERSION, NAME:ARCH, a file name such as " +
         "hello_2.10-3_amd64.deb, or a pool path.",
     )
     .argument("<package...>", "packages to download")

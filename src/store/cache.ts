@@ -4,7 +4,7 @@
  * system so that adopting is one rename.
  */
 import { Database } from "bun:sqlite";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface CachedFile {
@@ -14,6 +14,12 @@ export interface CachedFile {
 }
 
 const SCHEMA_VERSION = 1;
+
+/**
+ * Temp files older than this are left-overs of a process that was killed mid-download; younger ones may
+ * belong to a download running now in another process.
+ */
+export const STALE_TEMP_MS = 6 * 60 * 60 * 1000;
 
 export class ContentCache {
   readonly dir: string;
@@ -43,6 +49,7 @@ export class ContentCache {
         PRAGMA user_version = ${SCHEMA_VERSION};
       `);
     }
+    await removeStaleTemps(join(dir, "tmp"), Date.now() - STALE_TEMP_MS);
     return new ContentCache(dir, db);
   }
 
@@ -100,5 +107,13 @@ export class ContentCache {
   private database(): Database {
     if (this.db === null) throw new Error("ContentCache is closed");
     return this.db;
+  }
+}
+
+async function removeStaleTemps(tmpDir: string, olderThan: number): Promise<void> {
+  for (const name of await readdir(tmpDir)) {
+    const path = join(tmpDir, name);
+    const info = await stat(path).catch(() => null);
+    if (info !== null && info.mtimeMs < olderThan) await rm(path, { force: true, recursive: true });
   }
 }
