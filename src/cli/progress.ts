@@ -91,7 +91,8 @@ class BarReporter implements Reporter {
     this.multi = new cliProgress.MultiBar(
       {
         stream,
-        format: " {bar} {percentage}% | {label} | {done}/{size} | {rate}/s | ETA {eta_formatted}",
+        format: " {bar} {percentage}% {label} {done}/{size} {rate}/s ETA {eta_formatted}",
+        barsize: 20,
         hideCursor: true,
         clearOnComplete: false,
         stopOnComplete: false,
@@ -103,8 +104,12 @@ class BarReporter implements Reporter {
 
   begin(files: { key: string; label: string; size: number }[]): void {
     const sum = files.reduce((n, f) => n + f.size, 0);
-    if (files.length > 1) this.total = this.multi.create(sum, 0, this.payload("total", 0, sum, 0));
-    for (const f of files) this.bars.set(f.key, this.multi.create(f.size, 0, this.payload(f.label, 0, f.size, 0)));
+    if (files.length > 1) this.total = this.multi.create(sum, 0, this.payload("total".padEnd(Math.min(36, Math.max(...files.map((f) => f.label.length), 5))), 0, sum, 0));
+    const width = Math.min(36, Math.max(...files.map((f) => f.label.length), 5));
+    for (const f of files) {
+      const label = f.label.length > width ? `${f.label.slice(0, width - 1)}…` : f.label.padEnd(width);
+      this.bars.set(f.key, this.multi.create(f.size, 0, this.payload(label, 0, f.size, 0)));
+    }
   }
 
   progress(key: string, bytes: number): void {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import type { Fetcher } from "../http/fetch.ts";
 import { compressionOf, decompress } from "./decompress.ts";
-import type { IndexStore } from "./index-store.ts";
+import type { IndexRef, IndexStore } from "./index-store.ts";
 import { parsePackageBatches } from "./packages.ts";
 import { parseRelease, stripClearsign, verifyDetached, verifyInRelease, type KeyringSpec, type Release } from "./release.ts";
 import type { SourceEntry } from "./sources.ts";
@@ -78,7 +78,7 @@ export async function syncSource(
   } catch (err) {
     if (storedText === null || !(err instanceof AptP2pError) || err.code !== ErrorCode.MirrorUnreachable) throw err;
     deps.warn(`${err.message}; using the index verified at ${new Date(stored!.fetchedAt).toISOString()}`);
-    await ensureIndexes(deps, entry, base, parseRelease(storedText), arches, { offline: true });
+    await ensureIndexes(deps, entry, base, parseRelease(storedText), arches, { offline: true, refresh: false });
     return { key, offline: true };
   }
 
@@ -90,7 +90,7 @@ export async function syncSource(
       `the Release file expired on ${release.validUntil.toUTCString()} (Valid-Until); the mirror may be out of date`,
     );
   }
-  const indexes = await ensureIndexes(deps, entry, base, release, arches, { offline: false });
+  const indexes = await ensureIndexes(deps, entry, base, release, arches, { offline: false, refresh: options.refresh });
   const releaseSha256 = new Bun.CryptoHasher("sha256").update(text).digest("hex");
   if (fetched.text !== null) {
     await mkdir(deps.releaseDir, { recursive: true });
@@ -183,12 +183,6 @@ function exclusively<T>(store: IndexStore, work: () => Promise<T>): Promise<T> {
   return next;
 }
 
-interface IndexRef {
-  component: string;
-  arch: string;
-  indexSha256: string;
-}
-
 /** Fetches, verifies and imports each Packages index the Release lists for these architectures. */
 async function ensureIndexes(
   deps: ArchiveDeps,
@@ -196,7 +190,7 @@ async function ensureIndexes(
   base: string,
   release: Release,
   arches: string[],
-  options: { offline: boolean },
+  options: { offline: boolean; refresh: boolean },
 ): Promise<IndexRef[]> {
   const flat = entry.suite.endsWith("/");
   const components = flat ? [""] : entry.components;
@@ -212,9 +206,9 @@ async function ensureIndexes(
       found++;
       const path = dir + form;
       const listed = release.files.get(path)!;
-      if (!deps.store.hasIndex(listed.sha256)) {
+      if (options.refresh || !deps.store.hasIndex(listed.sha256)) {
         if (options.offline) throw AptP2pError.mirror(`${base}/${path}`, "the mirror is unreachable and this index was never fetched");
-        await importIndex(deps, base, path, listed, release.acquireByHash);
+        await importIndex(deps, base, path, listed, release.acquireByHash, options.refresh);
       }
       refs.push({ component, arch: flat ? (arches[0] ?? "all") : arch, indexSha256: listed.sha256 });
     }
@@ -231,6 +225,7 @@ async function importIndex(
   path: string,
   listed: { size: number; sha256: string },
   byHash: boolean,
+  replace: boolean,
 ): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "apt-p2p-index-"));
   try {
@@ -248,7 +243,8 @@ async function importIndex(
       throw err;
     }
     await exclusively(deps.store, async () => {
-      if (deps.store.hasIndex(listed.sha256)) return; // Another source of this run imported the same file.
+      if (replace) deps.store.dropIndex(listed.sha256);
+      else if (deps.store.hasIndex(listed.sha256)) return; // Another source of this run imported the same file.
       await deps.store.importIndex(listed.sha256, parsePackageBatches(decompress(Bun.file(file).stream(), compressionOf(file))));
     });
   } finally {

@@ -136,6 +136,7 @@ interface Statements {
   insertPackage: Statement<unknown, InsertArgs>;
   insertIndex: Statement<unknown, [number, string, number, number | null, number | null]>;
   orphanIndexes: Statement<{ id: number; first_row: number | null; last_row: number | null }, []>;
+  indexBySha: Statement<{ id: number; first_row: number | null; last_row: number | null }, [string]>;
   deletePackages: Statement<unknown, [number, number]>;
   deleteIndex: Statement<unknown, [number]>;
   byName: Statement<PackageSqlRow, [string, string, string]>;
@@ -241,6 +242,18 @@ export class IndexStore {
         this.sql.deleteIndex.run(id);
       }
       return orphans.length;
+    })();
+  }
+
+  /** Deletes one index and its packages (to import it again, e.g. on --refresh); false if absent. */
+  dropIndex(indexSha256: string): boolean {
+    const db = this.writable("drop the index " + indexSha256);
+    return db.transaction(() => {
+      const index = this.sql.indexBySha.get(indexSha256);
+      if (index === null) return false;
+      if (index.first_row !== null && index.last_row !== null) this.sql.deletePackages.run(index.first_row, index.last_row);
+      this.sql.deleteIndex.run(index.id);
+      return true;
     })();
   }
 
@@ -413,6 +426,7 @@ function prepare(db: Database): Statements {
       `SELECT id, first_row, last_row FROM indexes
        WHERE NOT EXISTS (SELECT 1 FROM release_indexes WHERE index_sha256 = indexes.sha256)`,
     ),
+    indexBySha: db.prepare("SELECT id, first_row, last_row FROM indexes WHERE sha256 = ?"),
     deletePackages: db.prepare("DELETE FROM packages WHERE id BETWEEN ? AND ?"),
     deleteIndex: db.prepare("DELETE FROM indexes WHERE id = ?"),
     byName: db.prepare(

@@ -2,12 +2,13 @@
  * Streaming parser of APT `Packages` indexes (deb822 paragraphs), keeping only the fields apt-p2p needs.
  *
  * The text is never held whole: each chunk is scanned line by line with indexOf, complete stanzas
- * become records, and only the unfinished stanza at the end of a chunk is carried over.
+ * become records, and only the bytes of the unfinished stanza at the end of a chunk are carried over.
  *
- * Speed: bytes are read as Latin-1 (one char per byte: no decoder state across chunks, and the
- * engine keeps 8-bit strings), and only the few values we keep are re-decoded as UTF-8 when they
- * contain a non-ASCII byte. Records are produced in batches (one array per input chunk) because a
- * `yield` per record from an async generator costs more than parsing the record.
+ * Speed and memory: a chunk is scanned as a Latin-1 string (one char per byte, so char offsets are
+ * byte offsets and no decoder state spans chunks), and only the values we keep are decoded, as UTF-8,
+ * straight from the bytes. Those are fresh strings: a substring of the chunk text would keep the
+ * whole chunk alive for as long as the record lives. Records come in batches (one array per input
+ * chunk) because a `yield` per record from an async generator costs more than parsing the record.
  */
 
 export interface PackageRecord {
@@ -28,33 +29,34 @@ export interface ParseOptions {
   onSkipped?: (reason: string) => void;
 }
 
-const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
-const DECIMAL = /^[0-9]+$/;
-
 const CHAR_LF = 10;
 const CHAR_CR = 13;
 const CHAR_SPACE = 32;
 const CHAR_TAB = 9;
 const CHAR_HASH = 35;
+const CHAR_0 = 48;
+const CHAR_9 = 57;
 const ASCII_LOWER_BIT = 0x20;
+const SHA256_HEX_LENGTH = 64;
 
-/** The fields of one stanza seen so far. */
-interface Fields {
-  package?: string;
-  version?: string;
-  architecture?: string;
-  filename?: string;
-  size?: string;
-  sha256?: string;
-  source?: string;
-  multiArch?: string;
-  /** Whether the stanza had any field at all (blank runs between stanzas are not stanzas). */
-  any: boolean;
-}
-
-function emptyFields(): Fields {
-  return { any: false };
-}
+/** Field slots: value offsets live at [2 * slot, 2 * slot + 1] of the offsets array. */
+const PACKAGE = 0;
+const VERSION = 1;
+const ARCHITECTURE = 2;
+const FILENAME = 3;
+const SIZE = 4;
+const SHA256 = 5;
+const SOURCE = 6;
+const MULTI_ARCH = 7;
+const SLOTS = 8;
+const REQUIRED: [slot: number, name: string][] = [
+  [PACKAGE, "Package"],
+  [VERSION, "Version"],
+  [ARCHITECTURE, "Architecture"],
+  [FILENAME, "Filename"],
+  [SIZE, "Size"],
+  [SHA256, "SHA256"],
+];
 
 /**
  * Parses Packages text arriving in chunks; yields the records of each chunk as one array, in order.
@@ -64,12 +66,12 @@ export async function* parsePackageBatches(
   chunks: AsyncIterable<Uint8Array>,
   options: ParseOptions = {},
 ): AsyncGenerator<PackageRecord[]> {
-  const parser = new StanzaScanner(options.onSkipped);
+  const scanner = new StanzaScanner(options.onSkipped);
   for await (const chunk of chunks) {
-    const records = parser.push(latin1(chunk), false);
+    const records = scanner.push(chunk, false);
     if (records.length > 0) yield records;
   }
-  const records = parser.push("", true);
+  const records = scanner.push(new Uint8Array(0), true);
   if (records.length > 0) yield records;
 }
 
@@ -83,166 +85,189 @@ export async function* parsePackages(
 
 /** Parses a complete Packages file held in memory (for small inputs and tests). */
 export function parsePackagesBytes(bytes: Uint8Array, options: ParseOptions = {}): PackageRecord[] {
-  return new StanzaScanner(options.onSkipped).push(latin1(bytes), true);
-}
-
-/** Bytes as a string of one char per byte (ISO-8859-1), without copying the bytes first. */
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
-}
-
-const NON_ASCII = /[\u0080-\u00ff]/;
-
-/** A value read as Latin-1, re-decoded as the UTF-8 it is when it holds a non-ASCII byte. */
-function utf8(value: string): string {
-  return NON_ASCII.test(value) ? Buffer.from(value, "latin1").toString("utf8") : value;
+  return new StanzaScanner(options.onSkipped).push(bytes, true);
 }
 
 class StanzaScanner {
-  /** Text of the unfinished stanza from the previous chunk (starts at a line start). */
-  private carry = "";
+  /** Bytes of the unfinished stanza (and unfinished line) from the previous chunk. */
+  private carry: Buffer = Buffer.alloc(0);
   private stanzaNumber = 0;
   private readonly onSkipped: ((reason: string) => void) | undefined;
+  /** Value offsets [start, end) per slot for the current stanza; -1 when absent. */
+  private readonly offsets = new Int32Array(SLOTS * 2);
+  /** Whether the current stanza has any line yet (runs of blank lines are not stanzas). */
+  private inStanza = false;
 
   constructor(onSkipped: ((reason: string) => void) | undefined) {
     this.onSkipped = onSkipped;
   }
 
-  /** Scan `text` appended to the carried partial stanza; `final` flushes the last stanza. */
-  push(text: string, final: boolean): PackageRecord[] {
-    let buf = this.carry.length > 0 ? this.carry + text : text;
-    // CRLF: drop every CR right before a LF. A lone CR at the very end is kept and joined next time.
-    if (buf.indexOf("\r") !== -1) buf = buf.replace(/\r+\n/g, "\n");
+  /** Scans `chunk` appended to the carried bytes; `final` flushes the last stanza. */
+  push(chunk: Uint8Array, final: boolean): PackageRecord[] {
+    const view = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const bytes = this.carry.length > 0 ? Buffer.concat([this.carry, view]) : view;
+    const text = bytes.toString("latin1");
     const out: PackageRecord[] = [];
-    const end = buf.length;
-    let fields = emptyFields();
+    const end = text.length;
     let stanzaStart = 0;
     let pos = 0;
+    this.startStanza();
 
     while (pos < end) {
-      let eol = buf.indexOf("\n", pos);
+      let eol = text.indexOf("\n", pos);
       if (eol === -1) {
-        if (!final) break; // incomplete line: wait for more text
+        if (!final) break; // an unfinished line: wait for the rest
         eol = end;
       }
       let lineEnd = eol;
-      if (final && lineEnd === end && lineEnd > pos && buf.charCodeAt(lineEnd - 1) === CHAR_CR) lineEnd--;
-      const first = lineEnd > pos ? buf.charCodeAt(pos) : CHAR_LF;
+      while (lineEnd > pos && text.charCodeAt(lineEnd - 1) === CHAR_CR) lineEnd--;
+      const first = lineEnd > pos ? text.charCodeAt(pos) : CHAR_LF;
 
-      if (first === CHAR_SPACE || first === CHAR_TAB) {
-        // A continuation line, or a whitespace-only line that deb822 parsers may take as a separator.
-        if (isBlank(buf, pos, lineEnd)) {
-          this.finish(fields, out);
-          fields = emptyFields();
-          stanzaStart = eol + 1;
-        }
-      } else if (first === CHAR_LF) {
-        this.finish(fields, out);
-        fields = emptyFields();
+      if (first === CHAR_LF || ((first === CHAR_SPACE || first === CHAR_TAB) && isBlank(text, pos, lineEnd))) {
+        // An empty line ends a stanza; deb822 lets parsers take whitespace-only lines as empty too.
+        this.finishStanza(bytes, out);
         stanzaStart = eol + 1;
+      } else if (first !== CHAR_SPACE && first !== CHAR_TAB && first !== CHAR_HASH) {
+        // A field line. Continuation lines (leading space or tab) never hold a field we keep, and a
+        // line without a colon is malformed: both still belong to the stanza.
+        this.inStanza = true;
+        const colon = text.indexOf(":", pos);
+        if (colon !== -1 && colon < lineEnd) this.storeField(text, pos, colon, lineEnd);
       } else if (first !== CHAR_HASH) {
-        // A line without a colon is malformed; it still belongs to the stanza but carries no field.
-        fields.any = true;
-        const colon = buf.indexOf(":", pos);
-        if (colon !== -1 && colon < lineEnd) storeField(fields, buf, pos, colon, lineEnd);
+        this.inStanza = true; // a continuation line
       }
       pos = eol + 1;
     }
 
     if (final) {
-      this.finish(fields, out);
-      this.carry = "";
+      this.finishStanza(bytes, out);
+      this.carry = Buffer.alloc(0);
     } else {
-      this.carry = stanzaStart < end ? buf.slice(stanzaStart) : "";
+      // Copy, so that the carry does not pin the chunk it came from.
+      this.carry = Buffer.from(bytes.subarray(stanzaStart));
     }
     return out;
   }
 
-  private finish(fields: Fields, out: PackageRecord[]): void {
-    if (!fields.any) return;
+  private startStanza(): void {
+    this.offsets.fill(-1);
+    this.inStanza = false;
+  }
+
+  /** Remembers where the value of a field we keep lies in text[start, lineEnd), trimmed. */
+  private storeField(text: string, start: number, colon: number, lineEnd: number): void {
+    const slot = fieldSlot(text, start, colon);
+    if (slot < 0) return;
+    let from = colon + 1;
+    let to = lineEnd;
+    while (from < to && isSpace(text.charCodeAt(from))) from++;
+    while (to > from && isSpace(text.charCodeAt(to - 1))) to--;
+    this.offsets[2 * slot] = from;
+    this.offsets[2 * slot + 1] = to;
+  }
+
+  private finishStanza(bytes: Buffer, out: PackageRecord[]): void {
+    if (!this.inStanza) return;
     this.stanzaNumber++;
-    const missing = missingField(fields);
-    if (missing !== undefined) {
-      this.onSkipped?.(`stanza ${this.stanzaNumber}${named(fields)}: ${missing}`);
-      return;
+    const record = this.toRecord(bytes);
+    if (record !== null) out.push(record);
+    this.startStanza();
+  }
+
+  private toRecord(bytes: Buffer): PackageRecord | null {
+    const o = this.offsets;
+    for (const [slot, name] of REQUIRED) {
+      if (o[2 * slot]! < 0 || o[2 * slot]! === o[2 * slot + 1]!) return this.skip(bytes, `no ${name} field`);
     }
+    const size = decimal(bytes, o[2 * SIZE]!, o[2 * SIZE + 1]!);
+    if (size < 0) return this.skip(bytes, `invalid Size "${this.value(bytes, SIZE)}"`);
+    const sha256 = this.value(bytes, SHA256).toLowerCase();
+    if (!isSha256Hex(sha256)) return this.skip(bytes, `invalid SHA256 "${sha256}"`);
     const record: PackageRecord = {
-      package: utf8(fields.package!),
-      version: utf8(fields.version!),
-      architecture: utf8(fields.architecture!),
-      filename: utf8(fields.filename!),
-      size: Number(fields.size),
-      sha256: fields.sha256!.toLowerCase(),
+      package: this.value(bytes, PACKAGE),
+      version: this.value(bytes, VERSION),
+      architecture: this.value(bytes, ARCHITECTURE),
+      filename: this.value(bytes, FILENAME),
+      size,
+      sha256,
     };
-    if (fields.source !== undefined) record.source = utf8(fields.source);
-    if (fields.multiArch !== undefined) record.multiArch = utf8(fields.multiArch);
-    out.push(record);
+    if (o[2 * SOURCE]! >= 0) record.source = this.value(bytes, SOURCE);
+    if (o[2 * MULTI_ARCH]! >= 0) record.multiArch = this.value(bytes, MULTI_ARCH);
+    return record;
+  }
+
+  /** The value of a slot, decoded as UTF-8 from the bytes (a fresh string). */
+  private value(bytes: Buffer, slot: number): string {
+    return bytes.toString("utf8", this.offsets[2 * slot]!, this.offsets[2 * slot + 1]!);
+  }
+
+  private skip(bytes: Buffer, why: string): null {
+    const name = this.offsets[2 * PACKAGE]! >= 0 ? ` (${this.value(bytes, PACKAGE)})` : "";
+    this.onSkipped?.(`stanza ${this.stanzaNumber}${name}: ${why}`);
+    return null;
   }
 }
 
-function named(fields: Fields): string {
-  return fields.package === undefined ? "" : ` (${fields.package})`;
+/**
+ * The slot of the field named by text[start, colon), or -1 for a field we do not keep. Names match
+ * case-insensitively; the first letter and the length rule out most fields without allocating.
+ */
+function fieldSlot(text: string, start: number, colon: number): number {
+  let nameEnd = colon;
+  while (nameEnd > start && isSpace(text.charCodeAt(nameEnd - 1))) nameEnd--;
+  const length = nameEnd - start;
+  switch (text.charCodeAt(start) | ASCII_LOWER_BIT) {
+    case 0x70: // p
+      return length === 7 && nameIs(text, start, "package") ? PACKAGE : -1;
+    case 0x76: // v
+      return length === 7 && nameIs(text, start, "version") ? VERSION : -1;
+    case 0x61: // a
+      return length === 12 && nameIs(text, start, "architecture") ? ARCHITECTURE : -1;
+    case 0x66: // f
+      return length === 8 && nameIs(text, start, "filename") ? FILENAME : -1;
+    case 0x73: // s
+      if (length === 4) return nameIs(text, start, "size") ? SIZE : -1;
+      if (length !== 6) return -1;
+      if (nameIs(text, start, "sha256")) return SHA256;
+      return nameIs(text, start, "source") ? SOURCE : -1;
+    case 0x6d: // m
+      return length === 10 && nameIs(text, start, "multi-arch") ? MULTI_ARCH : -1;
+    default:
+      return -1;
+  }
 }
 
-function missingField(fields: Fields): string | undefined {
-  if (!fields.package) return "no Package field";
-  if (!fields.version) return "no Version field";
-  if (!fields.architecture) return "no Architecture field";
-  if (!fields.filename) return "no Filename field";
-  if (fields.size === undefined || fields.size === "") return "no Size field";
-  if (!DECIMAL.test(fields.size) || !Number.isSafeInteger(Number(fields.size))) return `invalid Size "${fields.size}"`;
-  if (!fields.sha256) return "no SHA256 field";
-  if (!SHA256_HEX.test(fields.sha256)) return `invalid SHA256 "${fields.sha256}"`;
-  return undefined;
-}
-
-function isBlank(buf: string, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
-    const c = buf.charCodeAt(i);
-    if (c !== CHAR_SPACE && c !== CHAR_TAB && c !== CHAR_CR) return false;
+/** Whether text at `start` spells `lowerName`, ignoring ASCII case. */
+function nameIs(text: string, start: number, lowerName: string): boolean {
+  for (let i = 0; i < lowerName.length; i++) {
+    if ((text.charCodeAt(start + i) | ASCII_LOWER_BIT) !== lowerName.charCodeAt(i)) return false;
   }
   return true;
 }
 
-/**
- * Store the value of the field on buf[start, lineEnd) if it is one we keep. Names are matched
- * case-insensitively; the first letter and the length rule out most fields without allocating.
- */
-function storeField(fields: Fields, buf: string, start: number, colon: number, lineEnd: number): void {
-  let nameEnd = colon;
-  while (nameEnd > start && isSpace(buf.charCodeAt(nameEnd - 1))) nameEnd--;
-  const length = nameEnd - start;
-  const first = buf.charCodeAt(start) | ASCII_LOWER_BIT;
-  let key: keyof Omit<Fields, "any"> | undefined;
-  switch (first) {
-    case 0x70: // p
-      if (length === 7 && nameIs(buf, start, nameEnd, "package")) key = "package";
-      break;
-    case 0x76: // v
-      if (length === 7 && nameIs(buf, start, nameEnd, "version")) key = "version";
-      break;
-    case 0x61: // a
-      if (length === 12 && nameIs(buf, start, nameEnd, "architecture")) key = "architecture";
-      break;
-    case 0x66: // f
-      if (length === 8 && nameIs(buf, start, nameEnd, "filename")) key = "filename";
-      break;
-    case 0x73: // s
-      if (length === 4 && nameIs(buf, start, nameEnd, "size")) key = "size";
-      else if (length === 6 && nameIs(buf, start, nameEnd, "sha256")) key = "sha256";
-      else if (length === 6 && nameIs(buf, start, nameEnd, "source")) key = "source";
-      break;
-    case 0x6d: // m
-      if (length === 10 && nameIs(buf, start, nameEnd, "multi-arch")) key = "multiArch";
-      break;
+/** A non-negative decimal integer from bytes[from, to), or -1 if it is not one. */
+function decimal(bytes: Buffer, from: number, to: number): number {
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const c = bytes[i]!;
+    if (c < CHAR_0 || c > CHAR_9) return -1;
+    value = value * 10 + (c - CHAR_0);
   }
-  if (key === undefined) return;
-  fields[key] = buf.slice(colon + 1, lineEnd).trim();
+  return from < to && Number.isSafeInteger(value) ? value : -1;
 }
 
-function nameIs(buf: string, start: number, end: number, lowerName: string): boolean {
-  for (let i = start; i < end; i++) {
-    if ((buf.charCodeAt(i) | ASCII_LOWER_BIT) !== lowerName.charCodeAt(i - start)) return false;
+function isSha256Hex(value: string): boolean {
+  if (value.length !== SHA256_HEX_LENGTH) return false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (!((c >= CHAR_0 && c <= CHAR_9) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+function isBlank(text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    if (!isSpace(text.charCodeAt(i))) return false;
   }
   return true;
 }

@@ -3,13 +3,13 @@
  * served on 127.0.0.1; `apt-p2p get` runs as a subprocess against it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
 import { jsonLines, runApt } from "../helpers/cli.ts";
 import { startMirror, type TestMirror } from "../helpers/mirror.ts";
-import { buildRepo, dropGpgKey, makeGpgKey, publishIndexes, run, sha256File, signRelease, type GpgKey, type Repo } from "../helpers/repo.ts";
+import { buildDeb, buildRepo, dropGpgKey, makeGpgKey, publishIndexes, run, sha256File, signRelease, type GpgKey, type Repo } from "../helpers/repo.ts";
 
 const BIG_BYTES = 6 * 1024 * 1024;
 
@@ -62,6 +62,16 @@ async function listFiles(dir: string): Promise<string[]> {
 /** Files in the cache's content store (not its databases). */
 async function cachedFiles(cache: string): Promise<string[]> {
   return (await listFiles(join(cache, "files"))).filter((p) => /[0-9a-f]{64}$/.test(p));
+}
+
+async function withTinyDisk(path: string, body: (path: string) => Promise<void>): Promise<void> {
+  await mkdir(path, { recursive: true });
+  await run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", path]);
+  try {
+    await body(path);
+  } finally {
+    await run(["umount", path]);
+  }
 }
 
 /** A copy of the repository, altered by `change`, on its own mirror. */
@@ -144,6 +154,29 @@ describe("apt-p2p get against a signed local repository", () => {
     const fetchedIndexes = [...mirror.requests, ...m.requests].filter((q) => q.path.includes("/binary-amd64/"));
     expect(fetchedIndexes.length).toBeGreaterThanOrEqual(1);
     expect(m.requests.filter((q) => q.path.endsWith("InRelease"))).toHaveLength(1);
+  });
+
+  test("a changed Release brings in the new index; --refresh re-verifies an unchanged one", async () => {
+    let root = "";
+    const m = await variant(async (r) => {
+      root = r;
+    });
+    const s = await scene(m.url);
+    expect(jsonLines((await runApt(s.args("--json", "hello"))).stdout)[0]?.version).toBe("2.10-3");
+
+    await buildDeb(join(work, "newer"), { name: "hello", version: "2.11-1", payloadBytes: 1234 }, join(root, "pool/main/h/hello/hello_2.11-1_amd64.deb"));
+    // Keep the Release's mtime from matching the previous one to the second, as a real mirror's would differ.
+    await Bun.sleep(1100);
+    await publishIndexes(root, "stable", { key });
+    const r = await runApt(s.args("--json", "hello"));
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout)[0]?.version).toBe("2.11-1");
+
+    const before = m.requests.length;
+    expect((await runApt(s.args("--refresh", "hello"))).code).toBe(0);
+    const refreshed = m.requests.slice(before).map((q) => `${q.path} ${q.status}`);
+    expect(refreshed).toContain("/dists/stable/InRelease 200");
+    expect(refreshed.some((q) => q.startsWith("/dists/stable/main/binary-amd64/Packages"))).toBe(true);
   });
 
   test("--quiet prints nothing on success", async () => {
@@ -269,6 +302,30 @@ describe("apt-p2p get refuses bad input with its own exit code and writes nothin
     const r = await runApt(["get", "--sources", s.sources, "--cache-dir", s.cache, "--dest", join(notDir, "sub"), "hello"]);
     expect(r.code).toBe(EXIT_CODES.DESTINATION_UNWRITABLE);
     expect(r.stderr).toContain(`Cannot write ${join(notDir, "sub")}`);
+  });
+
+  // A full disk needs a small file system: a 64 KiB tmpfs, which needs root (CI runs as root).
+  const canMount = process.getuid?.() === 0;
+  test.skipIf(!canMount)("a full destination disk is refused, leaving no partial file there", async () => {
+    const s = await scene();
+    await withTinyDisk(join(s.dir, "small"), async (small) => {
+      const r = await runApt(["get", "--sources", s.sources, "--cache-dir", s.cache, "--dest", small, "--arch", "amd64", "bigpkg"]);
+      expect(r.stderr).toContain(`Cannot write ${join(small, "bigpkg_1.0-1_amd64.deb")}: no space left on device`);
+      expect(r.code).toBe(EXIT_CODES.DESTINATION_UNWRITABLE);
+      expect(await listFiles(small)).toEqual([]);
+    });
+  });
+
+  test.skipIf(!canMount)("a full cache disk is refused, leaving nothing in the cache", async () => {
+    const s = await scene();
+    await withTinyDisk(join(s.dir, "small"), async (small) => {
+      const r = await runApt(["get", "--sources", s.sources, "--cache-dir", small, "--dest", s.dest, "--arch", "amd64", "bigpkg"]);
+      expect(r.stderr).toContain("no space left on device");
+      expect(r.code).toBe(EXIT_CODES.DESTINATION_UNWRITABLE);
+      expect(await cachedFiles(small)).toEqual([]);
+      expect(await listFiles(join(small, "tmp"))).toEqual([]);
+      expect(await listFiles(s.dest)).toEqual([]);
+    });
   });
 
   test("a bad command line is a usage error", async () => {

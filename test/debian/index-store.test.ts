@@ -131,6 +131,22 @@ describe("IndexStore", () => {
     expect(store.findByName("new", [key], ["amd64"])).toHaveLength(1);
   });
 
+  test("dropIndex() removes one index and its rows so that it can be imported again", async () => {
+    await store.importIndex(INDEX_1, batches([record("a", "1")]));
+    await store.importIndex(INDEX_2, batches([record("b", "1")]));
+    store.setRelease(release("bookworm"), [
+      { component: "main", arch: "amd64", indexSha256: INDEX_1 },
+      { component: "main", arch: "amd64", indexSha256: INDEX_2 },
+    ]);
+    expect(store.dropIndex(INDEX_1)).toBe(true);
+    expect(store.dropIndex(INDEX_1)).toBe(false);
+    expect(store.hasIndex(INDEX_1)).toBe(false);
+    expect(store.findByName("a", [`${URI}|bookworm`], ["amd64"])).toEqual([]);
+    expect(store.findByName("b", [`${URI}|bookworm`], ["amd64"])).toHaveLength(1);
+    expect(await store.importIndex(INDEX_1, batches([record("a", "2")]))).toBe(1);
+    expect(store.findByName("a", [`${URI}|bookworm`], ["amd64"]).map((r) => r.version)).toEqual(["2"]);
+  });
+
   test("pruneIndexes() keeps an index that another release still lists", async () => {
     await store.importIndex(INDEX_1, batches([record("shared", "1")]));
     store.setRelease(release("bookworm"), [{ component: "main", arch: "amd64", indexSha256: INDEX_1 }]);
