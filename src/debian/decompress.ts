@@ -89,8 +89,8 @@ async function* unxz(input: ByteSource): AsyncGenerator<Uint8Array> {
   let hadInputFailure = false;
 
   // Feed xz's stdin; `flush()` waits while the pipe is full, which bounds the bytes in flight.
+  const iterator = asAsyncIterable(input)[Symbol.asyncIterator]();
   const pump = (async () => {
-    const iterator = asAsyncIterable(input)[Symbol.asyncIterator]();
     try {
       while (!stopped) {
         let step: IteratorResult<Uint8Array>;
@@ -106,8 +106,7 @@ async function* unxz(input: ByteSource): AsyncGenerator<Uint8Array> {
         proc.stdin.write(step.value);
         await proc.stdin.flush();
       }
-      if (stopped) await iterator.return?.();
-      else await proc.stdin.end();
+      if (!stopped) await proc.stdin.end();
     } catch (err) {
       // Writing fails with EPIPE when xz exits early (corrupt data); its exit status and stderr say why.
       return err;
@@ -132,6 +131,8 @@ async function* unxz(input: ByteSource): AsyncGenerator<Uint8Array> {
       stopped = true;
       proc.kill();
       await proc.exited;
+      // Release the input from here: the pump may be parked in a flush() that a killed xz never drains.
+      await Promise.resolve(iterator.return?.()).catch(() => undefined);
     }
   }
 }
