@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
 import { jsonLines, runApt } from "../helpers/cli.ts";
 import { startMirror, type TestMirror } from "../helpers/mirror.ts";
-import { buildDeb, buildRepo, dropGpgKey, makeGpgKey, publishIndexes, run, sha256File, signRelease, type GpgKey, type Repo } from "../helpers/repo.ts";
+import { buildDeb, buildFlatRepo, buildRepo, dropGpgKey, exportArmoredKey, makeGpgKey, publishIndexes, run, sha256File, signRelease, type GpgKey, type Repo } from "../helpers/repo.ts";
 
 const BIG_BYTES = 6 * 1024 * 1024;
 
@@ -332,6 +332,68 @@ describe("apt-p2p get refuses bad input with its own exit code and writes nothin
     const r = await runApt(["get", "--jobs", "zero", "hello"]);
     expect(r.code).toBe(EXIT_CODES.USAGE);
     expect(r.stderr).toContain("--jobs");
+  });
+});
+
+describe("source forms", () => {
+  test("a flat repository (deb URI ./) works", async () => {
+    const root = join(work, "flat");
+    await buildFlatRepo(root, { key, packages: [{ name: "flatpkg", version: "1.0", payloadBytes: 100 }] });
+    const m = await startMirror(root);
+    extraMirrors.push(m);
+    const s = await scene();
+    await writeFile(s.sources, `deb [signed-by=${key.keyring}] ${m.url} ./\n`);
+    const r = await runApt(s.args("--json", "flatpkg"));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(await sha256File(join(s.dest, "flatpkg_1.0_amd64.deb"))).toBe(await sha256File(join(root, "flatpkg_1.0_amd64.deb")));
+  });
+
+  test("a deb822 .sources file with an inline Signed-By key works", async () => {
+    const s = await scene();
+    const armored = (await exportArmoredKey(key))
+      .trimEnd()
+      .split("\n")
+      .map((line) => (line === "" ? " ." : ` ${line}`))
+      .join("\n");
+    const sources = join(s.dir, "test.sources");
+    await writeFile(sources, `Types: deb\nURIs: ${mirror.url}\nSuites: stable\nComponents: main\nSigned-By:\n${armored}\n`);
+    const r = await runApt(["get", "--json", "--sources", sources, "--cache-dir", s.cache, "--dest", s.dest, "--arch", "amd64", "hello"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+  });
+
+  test("without --sources, the APT directory's sources and trusted.gpg.d keys are used", async () => {
+    const s = await scene();
+    const aptDir = join(s.dir, "etc-apt");
+    await mkdir(join(aptDir, "sources.list.d"), { recursive: true });
+    await mkdir(join(aptDir, "trusted.gpg.d"), { recursive: true });
+    await writeFile(join(aptDir, "trusted.gpg.d", "test-repo.asc"), await exportArmoredKey(key));
+    await writeFile(join(aptDir, "sources.list.d", "test.sources"), `Types: deb\nURIs: ${mirror.url}\nSuites: stable\nComponents: main\n`);
+    await writeFile(join(aptDir, "sources.list.d", "off.sources"), `Enabled: no\nTypes: deb\nURIs: http://127.0.0.1:9\nSuites: x\nComponents: main\n`);
+    const r = await runApt(["get", "--json", "--apt-dir", aptDir, "--cache-dir", s.cache, "--dest", s.dest, "--arch", "amd64", "hello"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout)[0]?.version).toBe("2.10-3");
+  });
+
+  test("an APT directory with no sources says so and how to pass --sources", async () => {
+    const s = await scene();
+    const r = await runApt(["get", "--apt-dir", join(s.dir, "empty"), "--cache-dir", s.cache, "--dest", s.dest, "hello"]);
+    expect(r.code).toBe(EXIT_CODES.NO_SOURCES);
+    expect(r.stderr).toContain("No APT sources found");
+    expect(r.stderr).toContain("--sources FILE");
+  });
+
+  test("a Release past its Valid-Until is refused", async () => {
+    const m = await variant(async (root) => {
+      await signRelease(root, "stable", { key, validUntil: new Date(Date.now() - 86_400_000) });
+    });
+    const s = await scene(m.url);
+    const r = await runApt(s.args("hello"));
+    expect(r.code).toBe(EXIT_CODES.BAD_SIGNATURE);
+    expect(r.stderr).toContain("expired on");
+    expect(await listFiles(s.dest)).toEqual([]);
   });
 });
 

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AptP2pError } from "../../src/errors.ts";
-import { editDistance, IndexStore, type ReleaseRow } from "../../src/debian/index-store.ts";
+import { IndexStore, type ReleaseRow } from "../../src/debian/index-store.ts";
+import { editDistance } from "../../src/debian/suggest.ts";
 import type { PackageRecord } from "../../src/debian/packages.ts";
 
 const URI = "file:///srv/repo";

@@ -151,8 +151,19 @@ export async function writePackagesFiles(binDir: string, packages: string, byHas
   }
 }
 
-export async function signRelease(root: string, suite: string, options: { key: GpgKey; byHash?: boolean }): Promise<void> {
-  const dist = join(root, "dists", suite);
+export interface SignOptions {
+  key: GpgKey;
+  byHash?: boolean;
+  /** Adds a Valid-Until field with this date. */
+  validUntil?: Date;
+}
+
+export async function signRelease(root: string, suite: string, options: SignOptions): Promise<void> {
+  await signReleaseIn(join(root, "dists", suite), suite, options);
+}
+
+/** Writes Release, InRelease and Release.gpg for the indexes under `dist` (a dists/<suite> or a flat repository). */
+export async function signReleaseIn(dist: string, suite: string, options: SignOptions): Promise<void> {
   const opts = [
     `-oAPT::FTPArchive::Release::Suite=${suite}`,
     `-oAPT::FTPArchive::Release::Codename=${suite}`,
@@ -160,14 +171,32 @@ export async function signRelease(root: string, suite: string, options: { key: G
     "-oAPT::FTPArchive::Release::Architectures=amd64",
   ];
   if (options.byHash) opts.push("-oAPT::FTPArchive::Release::Acquire-By-Hash=yes");
-  await rm(join(dist, "Release"), { force: true });
-  await rm(join(dist, "InRelease"), { force: true });
-  await rm(join(dist, "Release.gpg"), { force: true });
-  const release = await run(["apt-ftparchive", ...opts, "release", "."], { cwd: dist });
+  for (const name of ["Release", "InRelease", "Release.gpg"]) await rm(join(dist, name), { force: true });
+  let release = await run(["apt-ftparchive", ...opts, "release", "."], { cwd: dist });
+  if (options.validUntil !== undefined) release = release.replace(/^(Date: .*)$/m, `$1\nValid-Until: ${options.validUntil.toUTCString()}`);
   await writeFile(join(dist, "Release"), release);
   const gpg = ["gpg", "--homedir", options.key.home, "--batch", "--yes", "--local-user", options.key.fingerprint];
   await run([...gpg, "--clearsign", "-o", join(dist, "InRelease"), join(dist, "Release")]);
   await run([...gpg, "--armor", "--detach-sign", "-o", join(dist, "Release.gpg"), join(dist, "Release")]);
+}
+
+/** A flat repository ("deb URI ./"): the .debs, Packages and the signed Release side by side. */
+export async function buildFlatRepo(root: string, options: { key: GpgKey; packages: PackageSpec[] }): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), "apt-p2p-debs-"));
+  try {
+    await mkdir(root, { recursive: true });
+    for (const spec of options.packages) {
+      await buildDeb(work, spec, join(root, `${spec.name}_${spec.version.replace(/^\d+:/, "")}_${spec.arch ?? "amd64"}.deb`));
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  await writePackagesFiles(root, await run(["apt-ftparchive", "packages", "."], { cwd: root }), false);
+  await signReleaseIn(root, "flat", options);
+}
+
+export async function exportArmoredKey(key: GpgKey): Promise<string> {
+  return run(["gpg", "--homedir", key.home, "--armor", "--export", key.fingerprint]);
 }
 
 export async function sha256File(path: string): Promise<string> {
