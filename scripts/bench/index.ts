@@ -73,7 +73,7 @@ try {
   const count = await writer.importIndex(INDEX_KEY, sampled(batchesOf(fixture), importPeak));
   const importSeconds = (performance.now() - t0) / 1000;
   writer.setRelease(
-    { key: RELEASE_KEY, uri: "file:///srv/debian", suite: "bookworm", releaseSha256: "0".repeat(64), fetchedAt: 0 },
+    { key: RELEASE_KEY, uri: "file:///srv/debian", suite: "bookworm", releaseSha256: "0".repeat(64), releaseText: "", fetchedAt: 0 },
     [{ component: "main", arch: "amd64", indexSha256: INDEX_KEY }],
   );
   writer.close();

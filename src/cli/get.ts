@@ -41,7 +41,6 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
     const archive: ArchiveDeps = {
       fetcher: deps.fetcher,
       store,
-      releaseDir: join(config.cacheDir, "releases"),
       systemKeyrings: await systemKeyrings(config.aptDir),
       now: deps.now,
       warn: (message) => io.stderr(`W: ${message}\n`),

@@ -3,7 +3,7 @@
  * with gpgv, then each Packages index checked against the Release's SHA-256 before it is parsed and
  * stored. Nothing is parsed before it is verified. Unchanged Releases cost one conditional request.
  */
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AptP2pError, ErrorCode } from "../errors.ts";
@@ -21,8 +21,6 @@ export interface ArchiveDeps {
   fetcher: Fetcher;
   download: IndexDownloader;
   store: IndexStore;
-  /** Where verified Release texts are kept, named by their SHA-256. */
-  releaseDir: string;
   /** Keyrings trusted for sources without Signed-By paths (trusted.gpg, trusted.gpg.d/*). */
   systemKeyrings: string[];
   now: () => number;
@@ -70,7 +68,7 @@ export async function syncSource(
   const key = releaseKey(entry);
   const base = releaseBase(entry);
   const stored = options.refresh ? null : deps.store.getRelease(key);
-  const storedText = stored === null ? null : await readFile(join(deps.releaseDir, stored.releaseSha256), "utf8").catch(() => null);
+  const storedText = stored?.releaseText ?? null;
 
   let fetched: FetchedRelease;
   try {
@@ -92,15 +90,12 @@ export async function syncSource(
   }
   const indexes = await ensureIndexes(deps, entry, base, release, arches, { offline: false, refresh: options.refresh });
   const releaseSha256 = new Bun.CryptoHasher("sha256").update(text).digest("hex");
-  if (fetched.text !== null) {
-    await mkdir(deps.releaseDir, { recursive: true });
-    await writeFile(join(deps.releaseDir, releaseSha256), text);
-  }
   const row = {
     key,
     uri: entry.uri,
     suite: entry.suite,
     releaseSha256,
+    releaseText: text,
     lastModified: fetched.lastModified ?? undefined,
     etag: fetched.etag ?? undefined,
     fetchedAt: deps.now(),

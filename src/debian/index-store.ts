@@ -20,6 +20,8 @@ export interface ReleaseRow {
   suite: string;
   /** SHA-256 of the verified Release text. */
   releaseSha256: string;
+  /** The verified Release text itself, so that an unchanged Release (304) needs no new download. */
+  releaseText: string;
   /** From the mirror's response, for conditional requests. */
   lastModified?: string;
   etag?: string;
@@ -52,6 +54,7 @@ const SCHEMA = `
     uri            TEXT NOT NULL,
     suite          TEXT NOT NULL,
     release_sha256 TEXT NOT NULL,
+    release_text   TEXT NOT NULL,
     last_modified  TEXT,
     etag           TEXT,
     fetched_at     INTEGER NOT NULL       -- ms since epoch
@@ -120,6 +123,7 @@ interface ReleaseSqlRow {
   uri: string;
   suite: string;
   release_sha256: string;
+  release_text: string;
   last_modified: string | null;
   etag: string | null;
   fetched_at: number;
@@ -129,7 +133,7 @@ type InsertArgs = [number, string, string, string, string, string, number, strin
 
 interface Statements {
   getRelease: Statement<ReleaseSqlRow, [string]>;
-  upsertRelease: Statement<unknown, [string, string, string, string, string | null, string | null, number]>;
+  upsertRelease: Statement<unknown, [string, string, string, string, string, string | null, string | null, number]>;
   clearReleaseIndexes: Statement<unknown, [string]>;
   addReleaseIndex: Statement<unknown, [string, string, string, string]>;
   indexCount: Statement<{ record_count: number }, [string]>;
@@ -192,6 +196,7 @@ export class IndexStore {
       uri: row.uri,
       suite: row.suite,
       releaseSha256: row.release_sha256,
+      releaseText: row.release_text,
       fetchedAt: row.fetched_at,
     };
     if (row.last_modified !== null) release.lastModified = row.last_modified;
@@ -208,6 +213,7 @@ export class IndexStore {
         row.uri,
         row.suite,
         row.releaseSha256,
+        row.releaseText,
         row.lastModified ?? null,
         row.etag ?? null,
         row.fetchedAt,
@@ -388,10 +394,10 @@ function prepare(db: Database): Statements {
   return {
     getRelease: db.prepare("SELECT * FROM releases WHERE key = ?"),
     upsertRelease: db.prepare(
-      `INSERT INTO releases (key, uri, suite, release_sha256, last_modified, etag, fetched_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-       ON CONFLICT (key) DO UPDATE SET uri = ?2, suite = ?3, release_sha256 = ?4, last_modified = ?5,
-         etag = ?6, fetched_at = ?7`,
+      `INSERT INTO releases (key, uri, suite, release_sha256, release_text, last_modified, etag, fetched_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+       ON CONFLICT (key) DO UPDATE SET uri = ?2, suite = ?3, release_sha256 = ?4, release_text = ?5,
+         last_modified = ?6, etag = ?7, fetched_at = ?8`,
     ),
     clearReleaseIndexes: db.prepare("DELETE FROM release_indexes WHERE release_key = ?"),
     addReleaseIndex: db.prepare(

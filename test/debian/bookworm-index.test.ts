@@ -42,7 +42,7 @@ beforeAll(async () => {
   }
   imported = await store.importIndex(FIXTURE_SHA256, keepBatches());
   store.setRelease(
-    { key: KEY, uri: "file:///srv/debian", suite: "bookworm", releaseSha256: "0".repeat(64), fetchedAt: 0 },
+    { key: KEY, uri: "file:///srv/debian", suite: "bookworm", releaseSha256: "0".repeat(64), releaseText: "", fetchedAt: 0 },
     [{ component: "main", arch: "amd64", indexSha256: FIXTURE_SHA256 }],
   );
 });

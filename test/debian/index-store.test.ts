@@ -24,7 +24,7 @@ function record(name: string, version: string, arch = "amd64", extra: Partial<Pa
 }
 
 function release(suite: string, fetchedAt = 1): ReleaseRow {
-  return { key: `${URI}|${suite}`, uri: URI, suite, releaseSha256: "f".repeat(64), fetchedAt };
+  return { key: `${URI}|${suite}`, uri: URI, suite, releaseSha256: "f".repeat(64), releaseText: `Suite: ${suite}\n`, fetchedAt };
 }
 
 async function* batches(...groups: PackageRecord[][]): AsyncGenerator<PackageRecord[]> {

@@ -36,10 +36,10 @@ beforeAll(async () => {
   const updates = [record("hello", "2.10-3"), record("tool", "5.0-1"), record("hello", "3.0", "i386")];
   await store.importIndex("a".repeat(64), batches(stable));
   await store.importIndex("b".repeat(64), batches(updates));
-  store.setRelease({ key: "m|stable", uri: "http://m", suite: "stable", releaseSha256: "1", fetchedAt: 0 }, [
+  store.setRelease({ key: "m|stable", uri: "http://m", suite: "stable", releaseSha256: "1", releaseText: "", fetchedAt: 0 }, [
     { component: "main", arch: "amd64", indexSha256: "a".repeat(64) },
   ]);
-  store.setRelease({ key: "m|updates", uri: "http://m", suite: "updates", releaseSha256: "2", fetchedAt: 0 }, [
+  store.setRelease({ key: "m|updates", uri: "http://m", suite: "updates", releaseSha256: "2", releaseText: "", fetchedAt: 0 }, [
     { component: "main", arch: "amd64", indexSha256: "b".repeat(64) },
   ]);
 });
