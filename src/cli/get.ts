@@ -31,7 +31,6 @@ export const defaultGetDeps: GetDeps = { fetcher: fetchUrl, now: () => Date.now(
 export async function runGet(names: string[], config: GetConfig, io: CliIO, deps: GetDeps = defaultGetDeps): Promise<FileReport[]> {
   const requests = names.map(parseRequest);
   const entries = await loadEntries(config, io);
-  await prepareDestination(config.dest);
 
   const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
     throw asDestinationError(config.cacheDir, err);
@@ -65,6 +64,7 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
       }
     });
     const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
+    await prepareDestination(config.dest);
     return await downloadAll(unique, config, cache, deps, makeReporter(io, config.output));
   } finally {
     store.close();

@@ -3,7 +3,7 @@
  * served on 127.0.0.1; `apt-p2p get` runs as a subprocess against it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
@@ -218,6 +218,7 @@ describe("apt-p2p get refuses bad input with its own exit code and writes nothin
     const r = await runApt(s.args("helo"));
     await expectRefused(r, EXIT_CODES.UNKNOWN_PACKAGE, s, /Unknown package 'helo': not found in stable \(main\)/);
     expect(r.stderr).toContain("Did you mean: hello");
+    expect(await stat(s.dest).catch(() => null)).toBeNull(); // not even an empty destination directory
   });
 
   test("unknown version: lists the available ones, newest first", async () => {
