@@ -2,8 +2,12 @@
  * Configuration resolved once at the edge (flag > environment > default) into typed slices.
  * Commander applies flag > environment; the defaults that depend on the machine are filled in here.
  */
+import { lookup } from "node:dns/promises";
+import { isIPv4 } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
+import type { Endpoint } from "./dht/id.ts";
+import { AptP2pError, ErrorCode } from "./errors.ts";
 
 export interface GetConfig {
   /** A sources file given with --sources, replacing the system's. */
@@ -19,6 +23,9 @@ export interface GetConfig {
   /** Files downloaded at the same time. */
   concurrency: number;
 }
+
+/** The daemon's TCP and UDP port. */
+export const DEFAULT_PORT = 9977;
 
 /** How many files one `get` downloads at once: enough to hide latency, few enough to be kind to a mirror. */
 export const DEFAULT_GET_CONCURRENCY = 4;
@@ -44,4 +51,39 @@ export function hostArchitecture(): string {
 
 export function resolvePath(cwd: string, path: string): string {
   return resolve(cwd, path);
+}
+
+export function defaultStateDir(env: Record<string, string | undefined>): string {
+  const xdg = env.XDG_STATE_HOME;
+  const base = xdg !== undefined && xdg !== "" && isAbsolute(xdg) ? xdg : join(env.HOME || homedir(), ".local", "state");
+  return join(base, "apt-p2p");
+}
+
+export function parsePort(text: string, what: string, allowZero = false): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535 || (port === 0 && !allowZero)) {
+    throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected a port number from ${allowZero ? 0 : 1} to 65535`);
+  }
+  return port;
+}
+
+/** "host:port,host:port" → endpoints, host names resolved to IPv4 addresses (the DHT speaks IPv4). */
+export async function parseBootstrap(text: string): Promise<Endpoint[]> {
+  const endpoints: Endpoint[] = [];
+  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const colon = item.lastIndexOf(":");
+    if (colon <= 0) throw new AptP2pError(ErrorCode.Usage, `Invalid --bootstrap entry '${item}': expected HOST:PORT`);
+    const host = item.slice(0, colon);
+    const port = parsePort(item.slice(colon + 1), `port in --bootstrap entry '${item}'`);
+    let address = host;
+    if (!isIPv4(host)) {
+      try {
+        address = (await lookup(host, { family: 4 })).address;
+      } catch (err) {
+        throw new AptP2pError(ErrorCode.Usage, `Invalid --bootstrap entry '${item}': cannot resolve ${host} to an IPv4 address`, { cause: err });
+      }
+    }
+    endpoints.push({ address, port });
+  }
+  return endpoints;
 }

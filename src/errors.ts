@@ -15,6 +15,8 @@ export const ErrorCode = {
   FileHashMismatch: "FILE_HASH_MISMATCH",
   MirrorUnreachable: "MIRROR_UNREACHABLE",
   DestinationUnwritable: "DESTINATION_UNWRITABLE",
+  DaemonUnreachable: "DAEMON_UNREACHABLE",
+  AddressInUse: "ADDRESS_IN_USE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -15,6 +15,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   [ErrorCode.FileHashMismatch]: 8,
   [ErrorCode.MirrorUnreachable]: 9,
   [ErrorCode.DestinationUnwritable]: 10,
+  [ErrorCode.DaemonUnreachable]: 11,
+  [ErrorCode.AddressInUse]: 12,
 };
 
 export const EXIT_CODE_HELP = `Exit codes:
@@ -28,4 +30,6 @@ export const EXIT_CODE_HELP = `Exit codes:
   7   an index (Packages) does not match the signed Release
   8   a downloaded file does not match the signed index
   9   mirror unreachable or answered with an HTTP error
-  10  destination or cache not writable, or disk full`;
+  10  destination or cache not writable, or disk full
+  11  no apt-p2p daemon answers at the --daemon URL
+  12  cannot listen on the requested address or port`;

@@ -29,10 +29,32 @@ export const defaultGetDeps: GetDeps = { fetcher: fetchUrl, now: () => Date.now(
 
 /** Runs a get; resolves with the reports of the files written, or throws the first error. */
 export async function runGet(names: string[], config: GetConfig, io: CliIO, deps: GetDeps = defaultGetDeps): Promise<FileReport[]> {
+  const rows = await resolveNames(names, config, io, deps);
+  const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
+  await prepareDestination(config.dest);
+  const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
+    throw asDestinationError(config.cacheDir, err);
+  });
+  try {
+    return await downloadAll(unique, config, cache, deps, makeReporter(io, config.output));
+  } finally {
+    cache.close();
+  }
+}
+
+/**
+ * Brings the verified indexes of the APT sources up to date and resolves each name to its index entry.
+ * A source that fails is reported and skipped; a name missing because of it gets that source's error.
+ */
+export async function resolveNames(
+  names: string[],
+  config: Pick<GetConfig, "sourcesFile" | "aptDir" | "cacheDir" | "arches" | "refresh">,
+  io: CliIO,
+  deps: GetDeps = defaultGetDeps,
+): Promise<PackageRow[]> {
   const requests = names.map(parseRequest);
   const entries = await loadEntries(config, io);
-
-  const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
+  await mkdir(config.cacheDir, { recursive: true }).catch((err: unknown) => {
     throw asDestinationError(config.cacheDir, err);
   });
   const store = IndexStore.open(join(config.cacheDir, "index.sqlite"));
@@ -53,7 +75,7 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
       io.stderr(`W: ${failure.entry.origin}: ${why}; going on without ${failure.entry.uri} ${failure.entry.suite}\n`);
     }
     const scope: ResolveScope = { releaseKeys: synced.keys, arches: config.arches, describe: describeEntries(entries) };
-    const rows = requests.map((request) => {
+    return requests.map((request) => {
       try {
         return resolveRequest(store, request, scope);
       } catch (err) {
@@ -63,16 +85,12 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
         throw err;
       }
     });
-    const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
-    await prepareDestination(config.dest);
-    return await downloadAll(unique, config, cache, deps, makeReporter(io, config.output));
   } finally {
     store.close();
-    cache.close();
   }
 }
 
-async function loadEntries(config: GetConfig, io: CliIO): Promise<SourceEntry[]> {
+async function loadEntries(config: Pick<GetConfig, "sourcesFile" | "aptDir">, io: CliIO): Promise<SourceEntry[]> {
   let all: SourceEntry[];
   let searched: string[];
   if (config.sourcesFile !== undefined) {

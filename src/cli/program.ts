@@ -1,27 +1,82 @@
 /** The commander program: commands, options and their precedence (flag > environment > default). */
 import { Command, Option } from "commander";
-import { AptP2pError, ErrorCode } from "../errors.ts";
 import packageJson from "../../package.json";
-import { DEFAULT_GET_CONCURRENCY, defaultCacheDir, hostArchitecture, resolvePath, type GetConfig } from "../config.ts";
+import {
+  DEFAULT_GET_CONCURRENCY,
+  DEFAULT_PORT,
+  defaultCacheDir,
+  defaultStateDir,
+  hostArchitecture,
+  parseBootstrap,
+  parsePort,
+  resolvePath,
+  type GetConfig,
+} from "../config.ts";
+import { idFromHex } from "../dht/id.ts";
+import type { DhtStats } from "../dht/node.ts";
+import { AptP2pError, ErrorCode } from "../errors.ts";
+import { askDaemon, printLookup, printStats, type LookupAnswer } from "./dht.ts";
 import { EXIT_CODE_HELP } from "./exit-codes.ts";
-import { runGet, type GetDeps } from "./get.ts";
+import { resolveNames, runGet, type GetDeps } from "./get.ts";
 import type { CliIO } from "./io.ts";
+import { runServe, untilSignal } from "./serve.ts";
 
 export const VERSION: string = packageJson.version;
 
-interface GetFlags {
-  dest: string;
+interface IndexFlags {
   sources?: string;
   aptDir: string;
   cacheDir?: string;
   arch?: string;
   refresh: boolean;
+}
+
+interface GetFlags extends IndexFlags {
+  dest: string;
   json: boolean;
   quiet: boolean;
   jobs: string;
 }
 
-export function buildProgram(io: CliIO, getDeps?: GetDeps): Command {
+export interface ProgramDeps {
+  get?: GetDeps;
+  /** Resolves when `serve` should stop (default: SIGINT or SIGTERM). */
+  stopServe?: () => Promise<void>;
+}
+
+/** Options for reading the APT sources and the verified index, shared by `get` and `dht lookup`. */
+function addIndexOptions(command: Command): Command {
+  return command
+    .addOption(new Option("-s, --sources <file>", "APT sources file (one-line or deb822) replacing the system's").env("APT_P2P_SOURCES"))
+    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, trusted.gpg.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
+    .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
+    .addOption(new Option("-a, --arch <arch>", "architecture (default: the host's, from dpkg)"))
+    .addOption(new Option("--refresh", "re-fetch and re-verify the indexes even if unchanged").default(false));
+}
+
+function indexConfig(flags: IndexFlags, io: CliIO) {
+  return {
+    sourcesFile: flags.sources === undefined ? undefined : resolvePath(io.cwd, flags.sources),
+    aptDir: resolvePath(io.cwd, flags.aptDir),
+    cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
+    arches: [flags.arch ?? hostArchitecture()],
+    refresh: flags.refresh,
+  };
+}
+
+function daemonOption(): Option {
+  return new Option("--daemon <url>", `the daemon's control API (default: http://127.0.0.1:${DEFAULT_PORT}, or the port in APT_P2P_PORT)`).env(
+    "APT_P2P_DAEMON",
+  );
+}
+
+function daemonUrl(flag: string | undefined, io: CliIO): string {
+  if (flag !== undefined) return flag;
+  const port = io.env.APT_P2P_PORT === undefined ? DEFAULT_PORT : parsePort(io.env.APT_P2P_PORT, "APT_P2P_PORT");
+  return `http://127.0.0.1:${port}`;
+}
+
+export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
   const program = new Command("apt-p2p")
     .description(
       "Peer-to-peer downloader and caching proxy for APT. Every file is checked against the SHA-256 in " +
@@ -32,20 +87,17 @@ export function buildProgram(io: CliIO, getDeps?: GetDeps): Command {
     .exitOverride()
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`);
 
-  program
-    .command("get")
-    .description(
-      "Download Debian packages by name, verified against the signed index of the APT sources. " +
-        "Each PACKAGE is NAME (newest version), NAME=VERSION, NAME:ARCH, a file name such as " +
-        "hello_2.10-3_amd64.deb, or a pool path.",
-    )
-    .argument("<package...>", "packages to download")
-    .addOption(new Option("-d, --dest <dir>", "directory to write the .deb files to").default("."))
-    .addOption(new Option("-s, --sources <file>", "APT sources file (one-line or deb822) replacing the system's").env("APT_P2P_SOURCES"))
-    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, trusted.gpg.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
-    .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
-    .addOption(new Option("-a, --arch <arch>", "architecture to download for (default: the host's, from dpkg)"))
-    .addOption(new Option("--refresh", "re-fetch and re-verify the indexes even if unchanged").default(false))
+  addIndexOptions(
+    program
+      .command("get")
+      .description(
+        "Download Debian packages by name, verified against the signed index of the APT sources. " +
+          "Each PACKAGE is NAME (newest version), NAME=VERSION, NAME:ARCH, a file name such as " +
+          "hello_2.10-3_amd64.deb, or a pool path.",
+      )
+      .argument("<package...>", "packages to download")
+      .addOption(new Option("-d, --dest <dir>", "directory to write the .deb files to").default(".")),
+  )
     .addOption(new Option("--json", "print one JSON object per file").default(false).conflicts("quiet"))
     .addOption(new Option("-q, --quiet", "print nothing but errors").default(false))
     .addOption(new Option("-j, --jobs <n>", "files to download at once").default(String(DEFAULT_GET_CONCURRENCY)))
@@ -56,17 +108,65 @@ export function buildProgram(io: CliIO, getDeps?: GetDeps): Command {
         throw new AptP2pError(ErrorCode.Usage, `Invalid --jobs '${flags.jobs}': expected a whole number from 1 to 64`);
       }
       const config: GetConfig = {
-        sourcesFile: flags.sources === undefined ? undefined : resolvePath(io.cwd, flags.sources),
-        aptDir: resolvePath(io.cwd, flags.aptDir),
-        cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
+        ...indexConfig(flags, io),
         dest: resolvePath(io.cwd, flags.dest),
-        arches: [flags.arch ?? hostArchitecture()],
-        refresh: flags.refresh,
         output: flags.json ? "json" : flags.quiet ? "quiet" : "auto",
         concurrency: jobs,
       };
-      await runGet(names, config, io, getDeps);
+      await runGet(names, config, io, deps.get);
     });
+
+  program
+    .command("serve")
+    .description("Run the daemon: DHT node on UDP and its HTTP side on TCP, on the same port number.")
+    .addOption(new Option("-p, --port <port>", "TCP and UDP port").default(String(DEFAULT_PORT)).env("APT_P2P_PORT"))
+    .addOption(new Option("--bind <address>", "address to listen on").default("0.0.0.0").env("APT_P2P_BIND"))
+    .addOption(new Option("--bootstrap <host:port,...>", "DHT nodes to join through (none: rejoin through saved contacts)").env("APT_P2P_BOOTSTRAP"))
+    .addOption(new Option("--state-dir <dir>", "state directory (default: $XDG_STATE_HOME/apt-p2p or ~/.local/state/apt-p2p)").env("APT_P2P_STATE_DIR"))
+    .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
+    .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
+    .action(async (flags: { port: string; bind: string; bootstrap?: string; stateDir?: string; cacheDir?: string }) => {
+      const config = {
+        port: parsePort(flags.port, "--port", true),
+        bind: flags.bind,
+        bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
+        stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
+        cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
+        version: VERSION,
+      };
+      await runServe(config, io, (deps.stopServe ?? untilSignal)());
+    });
+
+  const dht = program.command("dht").description("Ask the running daemon what its DHT node sees.");
+  dht
+    .command("stats")
+    .description("Print the node id, routing table, stored values, traffic counters, RTT and lookup times.")
+    .option("--json", "print one JSON object", false)
+    .addOption(daemonOption())
+    .action(async (flags: { json: boolean; daemon?: string }) => {
+      printStats(await askDaemon<DhtStats>(daemonUrl(flags.daemon, io), "/api/dht/stats"), io, flags.json);
+    });
+
+  addIndexOptions(
+    dht
+      .command("lookup")
+      .description("Look up the peers of a package (by name, resolved through the signed index) or of a 40-digit hex key.")
+      .argument("<package-or-key>", "package name (or NAME=VERSION, file name) or hex key")
+      .option("--json", "print one JSON object", false)
+      .addOption(daemonOption()),
+  ).action(async (what: string, flags: IndexFlags & { json: boolean; daemon?: string }) => {
+    let key: string;
+    let label: string | undefined;
+    if (/^[0-9a-fA-F]{40}$/.test(what)) {
+      key = Buffer.from(idFromHex(what)).toString("hex");
+    } else {
+      const [row] = await resolveNames([what], indexConfig(flags, io), io, deps.get);
+      key = row!.sha256.slice(0, 40);
+      label = `${row!.package} ${row!.version}`;
+    }
+    const answer = await askDaemon<LookupAnswer>(daemonUrl(flags.daemon, io), `/api/dht/lookup?key=${key}`);
+    printLookup({ ...answer, package: label }, io, flags.json);
+  });
 
   return program;
 }

@@ -1,0 +1,463 @@
+/**
+ * A DHT node: answers BEP 5 and BEP 44 queries, keeps its routing table, runs lookups, stores and
+ * announces peers. Wires the pure parts (routing table, value store, tokens, rate limits) to the
+ * transport; all network work happens here, none in those parts.
+ */
+import { randomBytes as cryptoRandomBytes } from "node:crypto";
+import { idsEqual, idToHex, ID_BYTES, type Contact, type Endpoint, type NodeId } from "./id.ts";
+import { lookup, type LookupMethod, type LookupResult } from "./lookup.ts";
+import {
+  BEP44_MAX_VALUE_BYTES,
+  KRPC_ERROR_GENERIC,
+  KRPC_ERROR_PROTOCOL,
+  KRPC_ERROR_SERVER,
+  type PeerValue,
+  type Query,
+  type QueryMessage,
+  type ResponseBody,
+} from "./messages.ts";
+import { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+import { RoutingTable } from "./routing-table.ts";
+import { endpointKey, realTimers, Rpc, type Timers } from "./rpc.ts";
+import { RttTracker } from "./rtt.ts";
+import type { DatagramSocket } from "./socket.ts";
+import { ValueStore, type StorageLimits } from "./storage.ts";
+import { TokenManager } from "./tokens.ts";
+import { estimateNetworkSize } from "./estimate.ts";
+
+/** Contacts per bucket and per lookup result (BEP 5). */
+export const K = 8;
+/**
+ * Queries in flight per lookup. Kademlia's paper says 3; with adaptive timeouts freeing slots held by
+ * slow nodes, 4 finds the K closest in fewer round trips without flooding (measured by
+ * scripts/bench/dht-lookup.ts).
+ */
+export const ALPHA = 4;
+/**
+ * Nodes returned per answer. BEP 5 implementations return K; returning 2K costs 208 more bytes and lets
+ * a lookup step past contacts that died since the answering node last heard from them, which otherwise
+ * hide the live nodes just beyond them (measured in test/dht/network.test.ts with 25% of nodes dead).
+ */
+export const NODES_PER_ANSWER = 2 * K;
+/** Housekeeping: expire values, refresh idle buckets. */
+export const MAINTENANCE_INTERVAL_MS = 60_000;
+/** A bucket untouched this long gets a refresh lookup (BEP 5). */
+export const BUCKET_REFRESH_MS = 15 * 60_000;
+/**
+ * Room for `values` (and their piece information) in one get_peers answer: a datagram should stay
+ * under a typical 1500-byte MTU with the nodes, token and framing around it.
+ */
+export const VALUES_BUDGET_BYTES = 900;
+/**
+ * Values asked of the store per answer: as many as fit the budget when none carries piece information
+ * (9 bytes each), so that the store's round-robin moves on by about what is actually sent.
+ */
+const MAX_VALUES_PER_ANSWER = Math.floor(VALUES_BUDGET_BYTES / 9);
+/** apt-p2p's client version, sent as `v`: "AP" and version 0.1. */
+export const CLIENT_VERSION = new Uint8Array([0x41, 0x50, 0x00, 0x01]);
+
+export interface DhtNodeOptions {
+  socket: DatagramSocket;
+  id?: NodeId;
+  bootstrap?: Endpoint[];
+  /** Contacts saved by an earlier run: tried first when joining. */
+  savedContacts?: Contact[];
+  k?: number;
+  alpha?: number;
+  timers?: Timers;
+  /** Wall-clock ms for storage expiry and tokens. */
+  clock?: () => number;
+  randomBytes?: (n: number) => Uint8Array;
+  rtt?: { minTimeoutMs?: number; maxTimeoutMs?: number };
+  storage?: Partial<StorageLimits>;
+  rateLimit?: Partial<RateLimitOptions>;
+  /** Run housekeeping timers (off in simulations that drive time themselves). */
+  maintenance?: boolean;
+}
+
+export interface DhtStats {
+  id: string;
+  address: string;
+  port: number;
+  tableSize: number;
+  buckets: { depth: number; contacts: number }[];
+  estimatedNetworkSize: number;
+  storedKeys: number;
+  storedValues: number;
+  storedItems: number;
+  queriesIn: Record<string, number>;
+  queriesOut: Record<string, number>;
+  responsesIn: number;
+  errorsIn: number;
+  timeouts: number;
+  resends: number;
+  invalidIn: number;
+  unknownTransactions: number;
+  rateLimited: number;
+  refusedAnnounces: number;
+  bytesIn: number;
+  bytesOut: number;
+  medianRttMs: number | null;
+  lookups: number;
+  medianLookupMs: number | null;
+  p90LookupMs: number | null;
+}
+
+export interface PeersFound {
+  peers: PeerValue[];
+  durationMs: number;
+  queried: number;
+}
+
+const LOOKUP_TIMES_KEPT = 256;
+
+export class DhtNode {
+  readonly id: NodeId;
+  private readonly socket: DatagramSocket;
+  private readonly k: number;
+  private readonly alpha: number;
+  private readonly timers: Timers;
+  private readonly clock: () => number;
+  private readonly randomBytes: (n: number) => Uint8Array;
+  private readonly rtt: RttTracker;
+  private readonly rpc: Rpc;
+  private readonly table: RoutingTable;
+  private readonly store: ValueStore;
+  private readonly tokens: TokenManager;
+  private readonly limiter: RateLimiter;
+  private readonly bootstrap: Endpoint[];
+  private readonly saved: Contact[];
+  private readonly pendingPings = new Set<string>();
+  private readonly lookupTimes: number[] = [];
+  private lookupCount = 0;
+  private networkSize = 0;
+  private rateLimited = 0;
+  private refusedAnnounces = 0;
+  private maintenanceTimer: ReturnType<typeof setInterval> | undefined;
+  private started = false;
+  private closed = false;
+
+  constructor(private readonly options: DhtNodeOptions) {
+    this.socket = options.socket;
+    this.randomBytes = options.randomBytes ?? ((n) => new Uint8Array(cryptoRandomBytes(n)));
+    this.id = options.id ?? this.randomBytes(ID_BYTES);
+    this.k = options.k ?? K;
+    this.alpha = options.alpha ?? ALPHA;
+    this.timers = options.timers ?? realTimers;
+    this.clock = options.clock ?? (() => Date.now());
+    this.rtt = new RttTracker(options.rtt);
+    this.table = new RoutingTable({ ownId: this.id, now: this.clock(), randomBytes: this.randomBytes, bucketSize: this.k });
+    this.store = new ValueStore(options.storage);
+    this.tokens = new TokenManager({ randomBytes: this.randomBytes });
+    this.limiter = new RateLimiter(options.rateLimit);
+    this.bootstrap = options.bootstrap ?? [];
+    this.saved = options.savedContacts ?? [];
+    this.rpc = new Rpc({
+      socket: this.socket,
+      rtt: this.rtt,
+      timers: this.timers,
+      version: CLIENT_VERSION,
+      randomBytes: this.randomBytes,
+      onQuery: (message, from) => this.handleQuery(message, from),
+    });
+  }
+
+  get local(): Endpoint {
+    return this.socket.local;
+  }
+
+  /** Joins the network: saved contacts first, then the bootstrap nodes, then a lookup of our own id. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.join();
+    if (this.options.maintenance !== false) {
+      this.maintenanceTimer = setInterval(() => void this.maintain(), MAINTENANCE_INTERVAL_MS);
+      this.maintenanceTimer.unref?.();
+    }
+  }
+
+  /**
+   * (Re)joins: pings the saved contacts, looks up our own id through them and the bootstrap nodes (which
+   * fills the buckets near us and announces us to our neighbours), then refreshes every farther bucket
+   * once so that the table covers the whole id space from the start.
+   */
+  async join(): Promise<void> {
+    await Promise.all(this.saved.map((c) => this.ping(c).catch(() => undefined)));
+    await this.runLookup(this.id, "find_node", this.bootstrap);
+    const everyBucket = -1; // idle for longer than -1 ms: all of them
+    await Promise.all(this.table.refreshTargets(this.clock(), everyBucket).map((t) => this.runLookup(t, "find_node").catch(() => undefined)));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.maintenanceTimer !== undefined) clearInterval(this.maintenanceTimer);
+    this.rpc.close();
+  }
+
+  /** Pings a node; on an answer it may enter the routing table. */
+  async ping(to: Endpoint): Promise<Contact> {
+    const answer = await this.rpc.query(to, { method: "ping", id: this.id });
+    const contact = { id: answer.body.id, address: answer.from.address, port: answer.from.port };
+    if ("id" in to && !idsEqual((to as Contact).id, answer.body.id)) throw new Error("answered with another node id");
+    this.noteAnswer(contact);
+    return contact;
+  }
+
+  /** The K nodes closest to the target that answered. */
+  async findNode(target: NodeId): Promise<Contact[]> {
+    return (await this.runLookup(target, "find_node")).closest.map((c) => c.contact);
+  }
+
+  /** Every peer the nodes closest to the key know for it. */
+  async getPeers(key: NodeId): Promise<PeersFound> {
+    const result = await this.runLookup(key, "get_peers");
+    return { peers: result.values, durationMs: result.durationMs, queried: result.queried };
+  }
+
+  /**
+   * Announces that we serve `key` on `port` (with optional piece information) to the K closest nodes
+   * that gave a token. Resolves with how many accepted it and the peers already there.
+   */
+  async announce(key: NodeId, port: number, pieces?: Uint8Array): Promise<{ stored: number; peers: PeerValue[]; durationMs: number }> {
+    const result = await this.runLookup(key, "get_peers");
+    const withTokens = result.closest.filter((c) => c.token !== undefined);
+    const outcomes = await Promise.allSettled(
+      withTokens.map((c) =>
+        this.rpc.query(c.contact, {
+          method: "announce_peer",
+          id: this.id,
+          infoHash: key,
+          port,
+          token: c.token!,
+          impliedPort: false,
+          pieces,
+        }),
+      ),
+    );
+    return { stored: outcomes.filter((o) => o.status === "fulfilled").length, peers: result.values, durationMs: result.durationMs };
+  }
+
+  /** Stores a BEP 44 immutable item (the bencoded value) at the K closest nodes; returns its target. */
+  async putItem(value: Uint8Array): Promise<{ target: NodeId; stored: number }> {
+    if (value.length > BEP44_MAX_VALUE_BYTES) throw new Error(`BEP 44 item of ${value.length} bytes exceeds ${BEP44_MAX_VALUE_BYTES}`);
+    const target = sha1(value);
+    const result = await this.runLookup(target, "get");
+    const outcomes = await Promise.allSettled(
+      result.closest
+        .filter((c) => c.token !== undefined)
+        .map((c) => this.rpc.query(c.contact, { method: "put", id: this.id, token: c.token!, value, mutable: false })),
+    );
+    return { target, stored: outcomes.filter((o) => o.status === "fulfilled").length };
+  }
+
+  /** Finds a BEP 44 immutable item by its target; undefined when no node has it. */
+  async getItem(target: NodeId): Promise<Uint8Array | undefined> {
+    const local = this.store.getItem(target, this.clock());
+    if (local !== undefined) return local;
+    return (await this.runLookup(target, "get", [], true)).item;
+  }
+
+  /** Contacts worth saving for the next start. */
+  contacts(): Contact[] {
+    return this.table.contacts();
+  }
+
+  stats(): DhtStats {
+    const sorted = [...this.lookupTimes].sort((a, b) => a - b);
+    const pick = (p: number) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!);
+    const stored = this.store.stats(this.clock());
+    const c = this.rpc.counters;
+    return {
+      id: idToHex(this.id),
+      address: this.local.address,
+      port: this.local.port,
+      tableSize: this.table.size(),
+      buckets: this.table.buckets().map((b) => ({ depth: b.depth, contacts: b.contacts })),
+      estimatedNetworkSize: Math.round(this.networkSize),
+      storedKeys: stored.keys,
+      storedValues: stored.values,
+      storedItems: stored.items,
+      queriesIn: { ...c.queriesIn },
+      queriesOut: { ...c.queriesOut },
+      responsesIn: c.responsesIn,
+      errorsIn: c.errorsIn,
+      timeouts: c.timeouts,
+      resends: c.resends,
+      invalidIn: c.invalidIn,
+      unknownTransactions: c.unknownTransactions,
+      rateLimited: this.rateLimited,
+      refusedAnnounces: this.refusedAnnounces,
+      bytesIn: c.bytesIn,
+      bytesOut: c.bytesOut,
+      medianRttMs: this.rtt.median() ?? null,
+      lookups: this.lookupCount,
+      medianLookupMs: pick(0.5),
+      p90LookupMs: pick(0.9),
+    };
+  }
+
+  /** Housekeeping, normally run by a timer: value expiry and refresh lookups for idle buckets. */
+  async maintain(): Promise<void> {
+    if (this.closed) return;
+    const now = this.clock();
+    this.store.expire(now);
+    const targets = this.table.refreshTargets(now, BUCKET_REFRESH_MS);
+    for (const target of targets) await this.runLookup(target, "find_node").catch(() => undefined);
+    if (this.table.size() === 0 && this.bootstrap.length > 0) await this.join().catch(() => undefined);
+  }
+
+  private async runLookup(target: NodeId, method: LookupMethod, extraSeeds: Endpoint[] = [], stopOnItem = false): Promise<LookupResult> {
+    const seeds = [...this.table.closest(target, this.k * 2), ...extraSeeds];
+    const result = await lookup(
+      { target, method, seeds, k: this.k, alpha: this.alpha, stopOnItem },
+      {
+        ownId: this.id,
+        query: (to, query, options) => this.rpc.query(to, query, options),
+        onAnswer: (contact) => this.noteAnswer(contact),
+        onFailure: (contact) => this.table.observeFailure(contact.id, this.clock()),
+        now: () => this.timers.now(),
+      },
+    );
+    this.lookupCount++;
+    if (this.lookupTimes.length >= LOOKUP_TIMES_KEPT) this.lookupTimes.shift();
+    this.lookupTimes.push(result.durationMs);
+    this.table.touched(target, this.clock());
+    if (result.closest.length >= this.k) {
+      const estimate = estimateNetworkSize(target, result.closest.map((c) => c.contact.id));
+      this.networkSize = this.networkSize === 0 ? estimate : 0.8 * this.networkSize + 0.2 * estimate;
+    } else if (result.closest.length > 0) {
+      this.networkSize = Math.max(this.networkSize, result.closest.length + 1);
+    }
+    return result;
+  }
+
+  /** A node answered us: it may enter the table, possibly after its bucket's oldest is pinged. */
+  private noteAnswer(contact: Contact): void {
+    if (this.closed) return;
+    const outcome = this.table.observeResponse(contact, this.clock());
+    if (outcome.kind === "ping") this.checkAlive(outcome.contact);
+  }
+
+  /** Pings the least-recently-seen contact of a full bucket; the table evicts it only if it fails. */
+  private checkAlive(contact: Contact): void {
+    const key = endpointKey(contact);
+    if (this.pendingPings.has(key) || this.closed) return;
+    this.pendingPings.add(key);
+    const report = (alive: boolean) => {
+      this.pendingPings.delete(key);
+      if (this.closed) return;
+      const next = this.table.pingResult(contact.id, alive, this.clock());
+      if (next !== null) this.checkAlive(next.contact);
+    };
+    this.rpc.query(contact, { method: "ping", id: this.id }).then(
+      (answer) => report(idsEqual(answer.body.id, contact.id)),
+      () => report(false),
+    );
+  }
+
+  private handleQuery(message: QueryMessage, from: Endpoint): void {
+    if (this.closed) return;
+    const now = this.clock();
+    if (!this.limiter.allow(from.address, now)) {
+      this.rateLimited++;
+      return;
+    }
+    const query = message.query;
+    this.considerQuerier({ id: query.id, address: from.address, port: from.port }, now);
+    const reply = (body: Omit<ResponseBody, "id">) => this.rpc.respond(from, message.t, { id: this.id, ...body });
+    const refuse = (code: number, text: string) => this.rpc.sendError(from, message.t, code, text);
+    try {
+      this.answer(query, from, now, reply, refuse);
+    } catch (err) {
+      refuse(KRPC_ERROR_SERVER, "Server Error");
+      throw err;
+    }
+  }
+
+  private answer(
+    query: Query,
+    from: Endpoint,
+    now: number,
+    reply: (body: Omit<ResponseBody, "id">) => void,
+    refuse: (code: number, text: string) => void,
+  ): void {
+    switch (query.method) {
+      case "ping":
+        return reply({});
+      case "find_node":
+        return reply({ nodes: this.table.closest(query.target, NODES_PER_ANSWER) });
+      case "get_peers": {
+        const values = fitValues(this.store.peers(query.infoHash, now, MAX_VALUES_PER_ANSWER), VALUES_BUDGET_BYTES);
+        const body: Omit<ResponseBody, "id"> = { token: this.tokens.issue(from.address, now), nodes: this.table.closest(query.infoHash, NODES_PER_ANSWER) };
+        if (values.length > 0) body.values = values;
+        return reply(body);
+      }
+      case "announce_peer": {
+        if (!this.tokens.check(query.token, from.address, now)) return refuse(KRPC_ERROR_PROTOCOL, "Bad token");
+        const port = query.impliedPort ? from.port : query.port;
+        if (!Number.isInteger(port) || port < 1 || port > 65535) return refuse(KRPC_ERROR_PROTOCOL, "Bad port");
+        const outcome = this.store.announce(query.infoHash, { address: from.address, port, pieces: query.pieces }, now);
+        if (outcome === "refused") {
+          this.refusedAnnounces++;
+          return refuse(KRPC_ERROR_SERVER, "Storage full");
+        }
+        return reply({});
+      }
+      case "get": {
+        const body: Omit<ResponseBody, "id"> = { token: this.tokens.issue(from.address, now), nodes: this.table.closest(query.target, NODES_PER_ANSWER) };
+        const value = this.store.getItem(query.target, now);
+        if (value !== undefined) body.value = value;
+        return reply(body);
+      }
+      case "put": {
+        if (query.mutable) return refuse(KRPC_ERROR_PROTOCOL, "Mutable items are not supported");
+        if (!this.tokens.check(query.token, from.address, now)) return refuse(KRPC_ERROR_PROTOCOL, "Bad token");
+        const outcome = this.store.putItem(sha1(query.value), query.value, now);
+        if (outcome === "refused") return refuse(KRPC_ERROR_GENERIC, "Storage full");
+        return reply({});
+      }
+    }
+  }
+
+  /**
+   * A node that queried us enters the table only by answering a ping of ours: a query's source address
+   * can be forged, an answer to our transaction id cannot (easily).
+   */
+  private considerQuerier(contact: Contact, now: number): void {
+    if (idsEqual(contact.id, this.id) || !this.table.shouldPing(contact, now)) return;
+    const key = endpointKey(contact);
+    if (this.pendingPings.has(key)) return;
+    this.pendingPings.add(key);
+    this.rpc
+      .query(contact, { method: "ping", id: this.id })
+      .then(
+        (answer) => {
+          if (idsEqual(answer.body.id, contact.id)) this.noteAnswer(contact);
+          else this.table.observeFailure(contact.id, this.clock());
+        },
+        () => this.table.observeFailure(contact.id, this.clock()),
+      )
+      .finally(() => this.pendingPings.delete(key));
+  }
+}
+
+/** As many values as fit the byte budget of one answer (6-byte peer plus its piece information). */
+export function fitValues(values: PeerValue[], budget: number): PeerValue[] {
+  const out: PeerValue[] = [];
+  let used = 0;
+  for (const value of values) {
+    const cost = 8 + (value.pieces === undefined ? 1 : value.pieces.length + 4);
+    if (used + cost > budget) break;
+    used += cost;
+    out.push(value);
+  }
+  return out;
+}
+
+export function sha1(bytes: Uint8Array): NodeId {
+  const digest = new Bun.CryptoHasher("sha1").update(bytes).digest();
+  return new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength);
+}
+

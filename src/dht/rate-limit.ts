@@ -1,0 +1,50 @@
+/**
+ * Per-address query rate limits: a token bucket per IP, in a bounded map so that a flood from many
+ * addresses cannot grow memory without bound. Pure: time is passed in.
+ */
+
+export interface RateLimitOptions {
+  /** Sustained queries per second per address. */
+  perSecond: number;
+  /** Burst allowed above the sustained rate. */
+  burst: number;
+  /** Addresses tracked at once; the least recently active are forgotten first. */
+  maxAddresses: number;
+}
+
+/**
+ * A well-behaved node sends a handful of queries per lookup to any one node; 20/s sustained with a
+ * burst of 50 leaves room for a busy apt-p2p seeder re-announcing while throttling floods.
+ */
+export const DEFAULT_RATE_LIMIT: RateLimitOptions = { perSecond: 20, burst: 50, maxAddresses: 10_000 };
+
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly options: RateLimitOptions;
+
+  constructor(options: Partial<RateLimitOptions> = {}) {
+    this.options = { ...DEFAULT_RATE_LIMIT, ...options };
+  }
+
+  /** True when a query from `address` may be handled now (and takes a token). */
+  allow(address: string, now: number): boolean {
+    const { perSecond, burst, maxAddresses } = this.options;
+    let bucket = this.buckets.get(address);
+    if (bucket === undefined) {
+      bucket = { tokens: burst, at: now };
+      if (this.buckets.size >= maxAddresses) this.buckets.delete(this.buckets.keys().next().value!);
+    } else {
+      bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
+      bucket.at = now;
+      this.buckets.delete(address);
+    }
+    this.buckets.set(address, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+
+  get tracked(): number {
+    return this.buckets.size;
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Binds a Request → Response handler to a socket with node:http, whose server answers HTTP/1.1
+ * keep-alive and pipelined requests in order (Bun.serve with an async handler drops pipelined requests,
+ * and APT pipelines). Handlers stay plain functions, testable without a socket.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
+
+export interface RequestInfo {
+  remoteAddress: string;
+  remotePort: number;
+}
+
+export type Handler = (request: Request, info: RequestInfo) => Response | Promise<Response>;
+
+export interface HttpServer {
+  readonly port: number;
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export async function listen(handler: Handler, options: { hostname: string; port: number }): Promise<HttpServer> {
+  const server = createServer({ keepAlive: true }, (req, res) => {
+    void serveOne(handler, req, res);
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  let closing: Promise<void> | undefined;
+  return {
+    port: bound.port,
+    address: bound.address,
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+      return closing;
+    },
+  };
+}
+
+async function serveOne(handler: Handler, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const info: RequestInfo = { remoteAddress: normalizeAddress(req.socket.remoteAddress ?? ""), remotePort: req.socket.remotePort ?? 0 };
+  let response: Response;
+  try {
+    response = await handler(toRequest(req), info);
+  } catch (err) {
+    console.error(`apt-p2p: request ${req.method} ${req.url} failed:`, err);
+    response = new Response("Internal error\n", { status: 500, headers: { "Content-Type": "text/plain" } });
+  }
+  res.statusCode = response.status;
+  if (response.statusText) res.statusMessage = response.statusText;
+  response.headers.forEach((value, name) => res.setHeader(name, value));
+  if (response.body === null || req.method === "HEAD") {
+    await response.body?.cancel();
+    res.end();
+    return;
+  }
+  try {
+    for await (const chunk of response.body) {
+      if (!res.write(chunk)) await new Promise<void>((resolve) => res.once("drain", resolve));
+      if (res.destroyed) break;
+    }
+    res.end();
+  } catch (err) {
+    // The body failed midway (for example a download that did not verify): cut the connection so that
+    // the client sees a failed transfer, never a complete wrong file.
+    res.destroy(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
+function toRequest(req: IncomingMessage): Request {
+  const host = req.headers.host ?? "localhost";
+  // Absolute-form request targets (proxy requests) are kept as they are.
+  const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(req.url ?? "") ? req.url! : `http://${host}${req.url ?? "/"}`;
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+    else headers.set(name, value);
+  }
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  return new Request(url, {
+    method: req.method,
+    headers,
+    body: hasBody ? (Readable.toWeb(req) as ReadableStream<Uint8Array>) : undefined,
+  });
+}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1". */
+export function normalizeAddress(address: string): string {
+  return address.startsWith("::ffff:") ? address.slice(7) : address;
+}
+
+export function isLoopback(address: string): boolean {
+  const a = normalizeAddress(address);
+  return a === "::1" || a.startsWith("127.");
+}
