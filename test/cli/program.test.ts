@@ -44,6 +44,29 @@ describe("the CLI program", () => {
     }
   });
 
+  test.each([
+    [["serve", "--help"], ["--port", "--bind", "--bootstrap", "--state-dir", "--cache-dir"]],
+    [["dht", "stats", "--help"], ["--json", "--daemon"]],
+    [["dht", "lookup", "--help"], ["<package-or-key>", "--json", "--daemon", "--sources"]],
+    [["dht", "--help"], ["stats", "lookup"]],
+  ])("%p documents its options", async (argv, options) => {
+    const io = memoryIO();
+    expect(await runCli(argv, io)).toBe(0);
+    for (const option of options) expect(io.out).toContain(option);
+  });
+
+  test("serve refuses a port that is not a port number", async () => {
+    const io = memoryIO();
+    expect(await runCli(["serve", "--port", "70000"], io)).toBe(EXIT_CODES.USAGE);
+    expect(io.err).toContain("Invalid --port '70000'");
+  });
+
+  test("serve refuses a malformed bootstrap entry", async () => {
+    const io = memoryIO();
+    expect(await runCli(["serve", "--port", "0", "--bootstrap", "nocolon"], io)).toBe(EXIT_CODES.USAGE);
+    expect(io.err).toContain("Invalid --bootstrap entry 'nocolon'");
+  });
+
   test("an unknown command or option is a usage error", async () => {
     const io = memoryIO();
     expect(await runCli(["fetch", "hello"], io)).toBe(EXIT_CODES.USAGE);
