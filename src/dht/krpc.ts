@@ -2,17 +2,18 @@
  * The KRPC codec: typed messages (messages.ts) ⇄ bencoded UDP datagrams, as BEP 5 frames them, with BEP 44
  * immutable items, BEP 42's `ip` and apt-p2p's `pieces`. Pure: no sockets, no clocks.
  *
- * Every datagram is hostile input, so decoding uses the strict bencode reader below instead of the lenient
+ * Every datagram is hostile input, so decoding uses the strict bencode reader (bencode.ts) instead of the lenient
  * `bencode.decode` (which accepts trailing bytes, truncated strings and duplicate keys). Decoding never
  * throws; what it cannot read comes back as a DecodeFailure, with `t` and the KRPC error to answer when the
  * datagram was a query we can answer. Encoding throws (AptP2pError INTERNAL) only on a programming error,
  * such as an id that is not 20 bytes.
  *
- * Encoding uses the small canonical encoder below, not `bencode.encode`: a BEP 44 item has to be spliced
+ * Encoding uses the canonical encoder of bencode.ts, not `bencode.encode`: a BEP 44 item has to be spliced
  * into `v` as raw bencode, and its canonical form needs dictionary keys sorted as raw bytes (keys may be
  * binary) and integers beyond 2^53, neither of which `bencode.encode` handles.
  */
 import { AptP2pError, ErrorCode } from "../errors.ts";
+import { BencodeSyntaxError, encodeCanonical, latin1, RawBencode, readStrict, type BValue, type Encodable } from "./bencode.ts";
 import { ID_BYTES, type Contact, type Endpoint } from "./id.ts";
 import {
   BEP44_MAX_VALUE_BYTES,
@@ -49,162 +50,16 @@ export const MAX_BENCODE_DEPTH = 16;
 /** An error message longer than this is cut before it is decoded as UTF-8 (it only ever reaches a log). */
 export const MAX_ERROR_MESSAGE_BYTES = 512;
 
-export const COMPACT_PEER_BYTES = 6;
-export const COMPACT_NODE_BYTES = ID_BYTES + COMPACT_PEER_BYTES;
-
-// ---- strict bencode --------------------------------------------------------------------------------
-
-/** A bencoded value as read: integers as bigint, dictionaries keyed by their raw key bytes as latin1. */
-type BValue = bigint | Uint8Array | BValue[] | Map<string, BValue>;
-
-class BencodeSyntaxError extends Error {}
-
-const CH_I = 0x69;
-const CH_L = 0x6c;
-const CH_D = 0x64;
-const CH_E = 0x65;
-const CH_COLON = 0x3a;
-const CH_MINUS = 0x2d;
-const CH_0 = 0x30;
-const CH_9 = 0x39;
-
-/**
- * Reads exactly one bencoded value spanning all of `bytes`. Rejects trailing bytes, truncation, leading
- * zeros, "-0", non-string keys, duplicate keys and nesting beyond MAX_BENCODE_DEPTH. Keys out of sort order
- * are accepted: some implementations write them so, and nothing here depends on the order.
- */
-function readStrict(bytes: Uint8Array): BValue {
-  let pos = 0;
-  const fail = (why: string): never => {
-    throw new BencodeSyntaxError(`${why} at byte ${pos}`);
-  };
-  const isDigit = (c: number | undefined): boolean => c !== undefined && c >= CH_0 && c <= CH_9;
-
-  function integer(): bigint {
-    pos++; // 'i'
-    const start = pos;
-    if (bytes[pos] === CH_MINUS) pos++;
-    const digitsStart = pos;
-    while (isDigit(bytes[pos])) pos++;
-    if (pos === digitsStart) fail("integer without digits");
-    if (bytes[pos] !== CH_E) fail(bytes[pos] === undefined ? "truncated integer" : "bad byte in integer");
-    if (bytes[digitsStart] === CH_0 && pos - digitsStart > 1) fail("integer with a leading zero");
-    if (bytes[digitsStart] === CH_0 && digitsStart > start) fail("negative zero");
-    const value = BigInt(String.fromCharCode(...bytes.subarray(start, pos)));
-    pos++; // 'e'
-    return value;
-  }
-
-  function string(): Uint8Array {
-    const digitsStart = pos;
-    let length = 0;
-    while (isDigit(bytes[pos])) {
-      length = length * 10 + (bytes[pos]! - CH_0);
-      if (length > bytes.length) fail("string longer than the datagram");
-      pos++;
-    }
-    if (bytes[digitsStart] === CH_0 && pos - digitsStart > 1) fail("string length with a leading zero");
-    if (bytes[pos] !== CH_COLON) fail("string length without ':'");
-    pos++;
-    if (pos + length > bytes.length) fail("truncated string");
-    const value = bytes.slice(pos, pos + length);
-    pos += length;
-    return value;
-  }
-
-  function value(depth: number): BValue {
-    const c = bytes[pos];
-    if (c === undefined) return fail("truncated value");
-    if (c === CH_I) return integer();
-    if (isDigit(c)) return string();
-    if (c !== CH_L && c !== CH_D) return fail(`unexpected byte 0x${c.toString(16)}`);
-    if (depth >= MAX_BENCODE_DEPTH) fail(`nested deeper than ${MAX_BENCODE_DEPTH}`);
-    pos++;
-    if (c === CH_L) {
-      const list: BValue[] = [];
-      while (bytes[pos] !== CH_E) list.push(value(depth + 1));
-      pos++;
-      return list;
-    }
-    const dict = new Map<string, BValue>();
-    while (bytes[pos] !== CH_E) {
-      if (bytes[pos] === undefined) fail("truncated dictionary");
-      if (!isDigit(bytes[pos])) fail("dictionary key is not a string");
-      const key = latin1(string());
-      if (dict.has(key)) fail(`duplicate dictionary key ${JSON.stringify(key)}`);
-      dict.set(key, value(depth + 1));
-    }
-    pos++;
-    return dict;
-  }
-
-  const result = value(0);
-  if (pos !== bytes.length) fail("trailing bytes after the value");
-  return result;
-}
-
-/** Writes a raw, already bencoded value in place (a BEP 44 item). */
-class RawBencode {
-  constructor(readonly bytes: Uint8Array) {}
-}
-type Encodable = bigint | number | string | Uint8Array | RawBencode | Encodable[] | Map<string, Encodable>;
-
-const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
-/** Canonical bencode: dictionary keys (latin1 strings of raw bytes) sorted bytewise. */
-function encodeCanonical(value: Encodable): Uint8Array {
-  const chunks: Uint8Array[] = [];
-  const ascii = (text: string): void => void chunks.push(utf8Encoder.encode(text));
-  const write = (v: Encodable): void => {
-    if (v instanceof Uint8Array) {
-      ascii(`${v.length}:`);
-      chunks.push(v);
-    } else if (v instanceof RawBencode) {
-      chunks.push(v.bytes);
-    } else if (typeof v === "string") {
-      write(utf8Encoder.encode(v));
-    } else if (typeof v === "number" || typeof v === "bigint") {
-      if (typeof v === "number" && !Number.isSafeInteger(v)) throw encodingError(`${v} is not an integer`);
-      ascii(`i${v}e`);
-    } else if (Array.isArray(v)) {
-      ascii("l");
-      v.forEach(write);
-      ascii("e");
-    } else {
-      ascii("d");
-      for (const key of [...v.keys()].sort()) {
-        write(latin1Bytes(key));
-        write(v.get(key)!);
-      }
-      ascii("e");
-    }
-  };
-  write(value);
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
+export const COMPACT_PEER_BYTES = 6;
+export const COMPACT_NODE_BYTES = ID_BYTES + COMPACT_PEER_BYTES;
 
 /** A dictionary from ASCII keys, leaving out the undefined fields. */
 function dict(fields: Record<string, Encodable | undefined>): Map<string, Encodable> {
   const map = new Map<string, Encodable>();
   for (const [key, v] of Object.entries(fields)) if (v !== undefined) map.set(key, v);
   return map;
-}
-
-function latin1(bytes: Uint8Array): string {
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return text;
-}
-
-function latin1Bytes(text: string): Uint8Array {
-  return Uint8Array.from(text, (ch) => ch.charCodeAt(0));
 }
 
 function encodingError(why: string): AptP2pError {
@@ -310,7 +165,7 @@ function checkPieces(pieces: Uint8Array | undefined): Uint8Array | undefined {
 function item(value: Uint8Array): RawBencode {
   if (value.length > BEP44_MAX_VALUE_BYTES) throw encodingError(`item of ${value.length} bytes`);
   try {
-    readStrict(value);
+    readStrict(value, MAX_BENCODE_DEPTH);
   } catch (err) {
     if (err instanceof BencodeSyntaxError) throw encodingError(`item is not bencoded: ${err.message}`);
     throw err;
@@ -431,7 +286,7 @@ export function decodeMessage(datagram: Uint8Array): Message | DecodeFailure {
   const plain = new Uint8Array(datagram.buffer, datagram.byteOffset, datagram.byteLength);
   let root: BValue;
   try {
-    root = readStrict(plain);
+    root = readStrict(plain, MAX_BENCODE_DEPTH);
   } catch (err) {
     if (err instanceof BencodeSyntaxError) return invalid(`not bencode: ${err.message}`);
     throw err;
