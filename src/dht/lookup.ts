@@ -126,14 +126,19 @@ class Lookup {
       if (window.length === this.request.k) break;
     }
     const seedsOpen = this.anonymous.some((c) => c.state === "new" || c.state === "waiting");
-    if (!seedsOpen && window.every((c) => c.state === "answered")) return this.complete();
+    // Slow nodes are not waited for once K others answered. With fewer than K left they are all the
+    // lookup has (one lost datagram to the only bootstrap node must not end a join empty-handed), so
+    // their resend's answer or final timeout is awaited.
+    const slowPending = this.ranked.some((c) => c.state === "slow") || this.anonymous.some((c) => c.state === "slow");
+    const enough = window.length === this.request.k;
+    if (!seedsOpen && window.every((c) => c.state === "answered") && (enough || !slowPending)) return this.complete();
 
     const next = [...this.anonymous.filter((c) => c.state === "new"), ...window.filter((c) => c.state === "new")];
     for (const candidate of next) {
       if (this.active >= this.request.alpha) break;
       this.send(candidate);
     }
-    if (this.active === 0) this.complete();
+    if (this.active === 0 && !slowPending) this.complete();
   }
 
   private send(candidate: Candidate): void {

@@ -5,6 +5,7 @@
  */
 import { randomBytes as cryptoRandomBytes } from "node:crypto";
 import { idsEqual, idToHex, ID_BYTES, type Contact, type Endpoint, type NodeId } from "./id.ts";
+import { decodeMessage, encodeMessage } from "./krpc.ts";
 import { lookup, type LookupMethod, type LookupResult } from "./lookup.ts";
 import {
   BEP44_MAX_VALUE_BYTES,
@@ -94,7 +95,13 @@ export interface DhtStats {
   invalidIn: number;
   unknownTransactions: number;
   rateLimited: number;
+  /** Addresses the rate limiter holds buckets for (bounded by its maxAddresses). */
+  rateLimitTracked: number;
+  /** Our queries waiting for an answer. */
+  inFlight: number;
   refusedAnnounces: number;
+  /** Queries that hit a bug in our handling (answered with KRPC error 202). */
+  serverErrors: number;
   bytesIn: number;
   bytesOut: number;
   medianRttMs: number | null;
@@ -132,6 +139,7 @@ export class DhtNode {
   private lookupCount = 0;
   private networkSize = 0;
   private rateLimited = 0;
+  private serverErrors = 0;
   private refusedAnnounces = 0;
   private maintenanceTimer: ReturnType<typeof setInterval> | undefined;
   private started = false;
@@ -159,6 +167,7 @@ export class DhtNode {
       version: CLIENT_VERSION,
       randomBytes: this.randomBytes,
       onQuery: (message, from) => this.handleQuery(message, from),
+      mayAnswer: (from) => this.admit(from),
     });
   }
 
@@ -242,6 +251,9 @@ export class DhtNode {
   /** Stores a BEP 44 immutable item (the bencoded value) at the K closest nodes; returns its target. */
   async putItem(value: Uint8Array): Promise<{ target: NodeId; stored: number }> {
     if (value.length > BEP44_MAX_VALUE_BYTES) throw new Error(`BEP 44 item of ${value.length} bytes exceeds ${BEP44_MAX_VALUE_BYTES}`);
+    // Nodes store an item under the SHA-1 of its canonical bencoding (krpc.ts decodes `v` so): a value
+    // with, say, unsorted keys would be stored where no get for SHA-1(value) finds it.
+    if (!sameBytes(canonicalItem(value), value)) throw new Error("Cannot put the BEP 44 item: its value is not canonical bencode");
     const target = sha1(value);
     const result = await this.runLookup(target, "get");
     const outcomes = await Promise.allSettled(
@@ -288,7 +300,10 @@ export class DhtNode {
       invalidIn: c.invalidIn,
       unknownTransactions: c.unknownTransactions,
       rateLimited: this.rateLimited,
+      rateLimitTracked: this.limiter.tracked,
+      inFlight: this.rpc.inFlight,
       refusedAnnounces: this.refusedAnnounces,
+      serverErrors: this.serverErrors,
       bytesIn: c.bytesIn,
       bytesOut: c.bytesOut,
       medianRttMs: this.rtt.median() ?? null,
@@ -359,11 +374,8 @@ export class DhtNode {
 
   private handleQuery(message: QueryMessage, from: Endpoint): void {
     if (this.closed) return;
+    if (!this.admit(from)) return;
     const now = this.clock();
-    if (!this.limiter.allow(from.address, now)) {
-      this.rateLimited++;
-      return;
-    }
     const query = message.query;
     this.considerQuerier({ id: query.id, address: from.address, port: from.port }, now);
     const reply = (body: Omit<ResponseBody, "id">) => this.rpc.respond(from, message.t, { id: this.id, ...body });
@@ -371,8 +383,10 @@ export class DhtNode {
     try {
       this.answer(query, from, now, reply, refuse);
     } catch (err) {
+      // A bug must not take the daemon down with it: answer 202, count it and say what happened.
+      this.serverErrors++;
       refuse(KRPC_ERROR_SERVER, "Server Error");
-      throw err;
+      console.error(`apt-p2p: DHT ${query.method} from ${from.address}:${from.port} failed:`, err);
     }
   }
 
@@ -421,6 +435,13 @@ export class DhtNode {
     }
   }
 
+  /** Takes a token from the sender's rate-limit bucket; false (and counted) when it has none left. */
+  private admit(from: Endpoint): boolean {
+    if (this.limiter.allow(from.address, this.clock())) return true;
+    this.rateLimited++;
+    return false;
+  }
+
   /**
    * A node that queried us enters the table only by answering a ping of ours: a query's source address
    * can be forged, an answer to our transaction id cannot (easily).
@@ -454,6 +475,22 @@ export function fitValues(values: PeerValue[], budget: number): PeerValue[] {
     out.push(value);
   }
   return out;
+}
+
+/** The bytes another node will hash for this BEP 44 value, as our codec decodes it. */
+function canonicalItem(value: Uint8Array): Uint8Array | undefined {
+  let wire: Uint8Array;
+  try {
+    wire = encodeMessage({ kind: "response", t: Uint8Array.of(0), body: { id: new Uint8Array(ID_BYTES), value } });
+  } catch {
+    return undefined; // not one bencoded value: the caller reports it as not canonical
+  }
+  const decoded = decodeMessage(wire);
+  return decoded.kind === "response" ? decoded.body.value : undefined;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 export function sha1(bytes: Uint8Array): NodeId {

@@ -34,7 +34,10 @@ export class RateLimiter {
       bucket = { tokens: burst, at: now };
       if (this.buckets.size >= maxAddresses) this.buckets.delete(this.buckets.keys().next().value!);
     } else {
-      bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
+      // A clock stepped back (the node passes wall-clock time) must not drain the bucket below zero
+      // and lock the address out for as long as the step: elapsed time is never negative.
+      const elapsedMs = Math.max(0, now - bucket.at);
+      bucket.tokens = Math.min(burst, bucket.tokens + (elapsedMs / 1000) * perSecond);
       bucket.at = now;
       this.buckets.delete(address);
     }

@@ -5,7 +5,7 @@
  */
 import type { Endpoint } from "./id.ts";
 import { decodeMessage, encodeMessage } from "./krpc.ts";
-import type { Method, Query, QueryMessage, ResponseBody, ResponseMessage } from "./messages.ts";
+import { KRPC_ERROR_PROTOCOL, type Method, type Query, type QueryMessage, type ResponseBody, type ResponseMessage } from "./messages.ts";
 import type { RttTracker } from "./rtt.ts";
 import type { DatagramSocket } from "./socket.ts";
 
@@ -91,6 +91,11 @@ export interface RpcOptions {
   version?: Uint8Array;
   /** A query arrived; the node answers with respond() or sendError(). */
   onQuery: (message: QueryMessage, from: Endpoint) => void;
+  /**
+   * Whether a malformed query from `from` may be answered with its KRPC error: the node's per-address
+   * rate limit, so that a flood of bad queries is not answered at any rate. Default: always.
+   */
+  mayAnswer?: (from: Endpoint) => boolean;
   /** First byte of the transaction id counter, for tests that want distinct ids across nodes. */
   randomBytes: (n: number) => Uint8Array;
 }
@@ -134,7 +139,14 @@ export class Rpc {
     if (this.closed) return Promise.reject(new RpcClosedError());
     const tid = this.allocateTid();
     const t = new Uint8Array([tid >> 8, tid & 0xff]);
-    const message = encodeMessage({ kind: "query", t, version: this.options.version, query });
+    let message: Uint8Array;
+    try {
+      message = encodeMessage({ kind: "query", t, version: this.options.version, query });
+    } catch (err) {
+      // A bad argument (an id that is not 20 bytes, say) fails this query like any other failure, rather
+      // than throwing out of a caller that only handles the promise (a lookup's pump, a ping's .then).
+      return Promise.reject(err);
+    }
     return new Promise<Answer>((resolve, reject) => {
       const entry: Pending = {
         to: { address: to.address, port: to.port },
@@ -218,7 +230,11 @@ export class Rpc {
     const message = decodeMessage(data);
     if (message.kind === "invalid") {
       this.counters.invalidIn++;
-      if (message.t !== undefined && message.reply !== undefined) this.sendError(from, message.t, message.reply.code, message.reply.message);
+      if (message.t !== undefined && message.reply !== undefined && (this.options.mayAnswer?.(from) ?? true)) {
+        this.sendError(from, message.t, message.reply.code, message.reply.message);
+      } else if (message.t !== undefined && message.reply === undefined) {
+        this.failMalformedAnswer(message.t, from, message.reason);
+      }
       return;
     }
     if (message.kind === "query") {
@@ -246,7 +262,25 @@ export class Rpc {
     entry.resolve({ body: message.body, from, rttMs, yourAddress: message.yourAddress });
   }
 
+  /** An answer to one of our queries that cannot be read: fail that query now rather than at its timeout. */
+  private failMalformedAnswer(t: Uint8Array, from: Endpoint, reason: string): void {
+    const tid = t.length === 2 ? (t[0]! << 8) | t[1]! : -1;
+    const entry = this.pending.get(tid);
+    if (entry === undefined || entry.to.address !== from.address || entry.to.port !== from.port) return;
+    this.finish(tid, entry);
+    entry.reject(new RpcRemoteError(from, KRPC_ERROR_PROTOCOL, `malformed answer: ${reason}`));
+  }
+
+  /**
+   * A random free transaction id, so that an off-path attacker cannot guess the next one from the last
+   * (answers must also come from the queried address). Falls back to a scan when the table is crowded.
+   */
   private allocateTid(): number {
+    for (let i = 0; i < 8; i++) {
+      const bytes = this.options.randomBytes(2);
+      const tid = (bytes[0]! << 8) | bytes[1]!;
+      if (!this.pending.has(tid)) return tid;
+    }
     for (let i = 0; i < 0x10000; i++) {
       const tid = this.nextTid;
       this.nextTid = (this.nextTid + 1) & 0xffff;

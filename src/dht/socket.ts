@@ -17,29 +17,51 @@ export interface DatagramSocket {
   close(): void;
 }
 
+/** A UDP socket; `asyncErrors` counts errors the kernel reported after a send (see bindUdp). */
+export interface UdpSocket extends DatagramSocket {
+  readonly asyncErrors: number;
+}
+
 /** Binds a UDP socket with Bun's API. `port` 0 picks a free port. */
-export async function bindUdp(address: string, port: number): Promise<DatagramSocket> {
+export async function bindUdp(address: string, port: number): Promise<UdpSocket> {
   let handler: DatagramHandler = () => {};
+  let closed = false;
+  let asyncErrors = 0;
   const socket = await Bun.udpSocket({
     hostname: address,
     port,
     binaryType: "uint8array",
     socket: {
       data(_socket, data, remotePort, remoteAddress) {
+        if (closed) return;
         handler(data, { address: remoteAddress, port: remotePort });
+      },
+      // An ICMP "port unreachable" for an earlier send to a peer that went away comes back as an
+      // ECONNREFUSED error on this socket. Without a handler Bun raises it as an uncaught exception,
+      // which ends the daemon; the query itself simply times out in the transport, so count and go on.
+      error() {
+        asyncErrors++;
       },
     },
   });
-  let closed = false;
   return {
     local: { address: socket.address.address, port: socket.port },
+    get asyncErrors() {
+      return asyncErrors;
+    },
     send(data, to) {
       if (closed) return false;
-      try {
-        return socket.send(data, to.port, to.address);
-      } catch {
-        return false; // Unreachable or invalid address: the caller counts it as a failed send.
+      // An ICMP "port unreachable" for an earlier datagram is also reported by failing the next send,
+      // whatever its destination; the failure consumes that error, so this datagram is tried once more.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          return socket.send(data, to.port, to.address);
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== "ECONNREFUSED") return false; // Invalid address: the caller counts it.
+          asyncErrors++;
+        }
       }
+      return false;
     },
     onDatagram(h) {
       handler = h;

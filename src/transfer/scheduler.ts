@@ -1,0 +1,222 @@
+/**
+ * Which piece to ask which source for next. Pure: randomness is injected, no clock, no I/O; the
+ * downloader reports what happened and asks again.
+ *
+ * - Every source (peer or mirror) keeps a bounded number of requests in flight, so faster sources,
+ *   finishing sooner, are given more pieces.
+ * - Among the pieces a source has, the rarest (held by the fewest usable peers) go first; ties go in file
+ *   order from a random starting point, so that downloaders do not all start with the same piece.
+ * - Endgame: when a source has nothing new to fetch, it duplicates a piece still in flight elsewhere
+ *   (at most MAX_COPIES at once); the first copy to land wins and the others are cancelled.
+ * - A source that delivers bad pieces is banned after BAN_AFTER_FAULTS; its pieces go back to the pool.
+ */
+
+/** Requests in flight per source: enough to keep a kept-alive connection busy across one round trip. */
+export const DEFAULT_MAX_IN_FLIGHT = 4;
+/** Bad pieces tolerated from one source before it is banned. */
+export const BAN_AFTER_FAULTS = 2;
+/** Copies of one piece in flight at once during the endgame. */
+export const MAX_COPIES = 2;
+
+export interface SchedulerSource {
+  id: string;
+  kind: "mirror" | "peer";
+  /** The pieces this source can give. */
+  pieces: "all" | ReadonlySet<number>;
+  /** Requests it may have in flight (default DEFAULT_MAX_IN_FLIGHT). */
+  maxInFlight?: number;
+}
+
+export interface PieceRequest {
+  piece: number;
+  source: string;
+}
+
+interface SourceState extends SchedulerSource {
+  inFlight: Set<number>;
+  faults: number;
+  delivered: number;
+}
+
+export class PieceScheduler {
+  private readonly sources = new Map<string, SourceState>();
+  private readonly done: boolean[];
+  private readonly holders = new Map<number, Set<string>>(); // piece → sources with it in flight
+  private readonly availability: number[];
+  private readonly start: number;
+  private remainingCount: number;
+  private readonly bannedIds = new Set<string>();
+
+  constructor(
+    readonly pieceCount: number,
+    options: { random: () => number; sequential?: boolean },
+  ) {
+    this.done = new Array<boolean>(pieceCount).fill(false);
+    this.availability = new Array<number>(pieceCount).fill(0);
+    this.remainingCount = pieceCount;
+    this.start = options.sequential ? 0 : Math.floor(options.random() * pieceCount);
+  }
+
+  get complete(): boolean {
+    return this.remainingCount === 0;
+  }
+
+  get remaining(): number {
+    return this.remainingCount;
+  }
+
+  isDone(piece: number): boolean {
+    return this.done[piece] === true;
+  }
+
+  isBanned(id: string): boolean {
+    return this.bannedIds.has(id);
+  }
+
+  /** Sources that can still be asked (not banned, not removed). */
+  activeSources(): string[] {
+    return [...this.sources.keys()];
+  }
+
+  addSource(source: SchedulerSource): void {
+    if (this.sources.has(source.id) || this.bannedIds.has(source.id)) return;
+    this.sources.set(source.id, { ...source, inFlight: new Set(), faults: 0, delivered: 0 });
+    this.count(source, +1);
+  }
+
+  /** A source went away: its requests in flight go back to the pool. Returns those pieces. */
+  removeSource(id: string): number[] {
+    const source = this.sources.get(id);
+    if (source === undefined) return [];
+    this.sources.delete(id);
+    this.count(source, -1);
+    const dropped = [...source.inFlight];
+    for (const piece of dropped) this.holders.get(piece)?.delete(id);
+    return dropped;
+  }
+
+  /** Requests to send now, filling every source's free slots. */
+  next(): PieceRequest[] {
+    const out: PieceRequest[] = [];
+    // Peers first, so that the mirror takes what peers cannot, and is spared when they can.
+    const ordered = [...this.sources.values()].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "peer" ? -1 : 1));
+    let progress = true;
+    while (progress) {
+      progress = false;
+      for (const source of ordered) {
+        if (source.inFlight.size >= (source.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT)) continue;
+        const piece = this.pick(source);
+        if (piece === undefined) continue;
+        this.assign(source, piece);
+        out.push({ piece, source: source.id });
+        progress = true;
+      }
+    }
+    return out;
+  }
+
+  /** A piece arrived and verified. Returns the other sources fetching it, whose requests should be cancelled. */
+  completed(piece: number, sourceId: string): string[] {
+    const source = this.sources.get(sourceId);
+    if (source !== undefined) {
+      source.inFlight.delete(piece);
+      source.delivered++;
+    }
+    const others = [...(this.holders.get(piece) ?? [])].filter((id) => id !== sourceId);
+    for (const id of others) this.sources.get(id)?.inFlight.delete(piece);
+    this.holders.delete(piece);
+    if (!this.done[piece]) {
+      this.done[piece] = true;
+      this.remainingCount--;
+    }
+    return others;
+  }
+
+  /**
+   * A request failed. `fault` marks bad data (hash mismatch, wrong length): the source is penalised and
+   * banned after BAN_AFTER_FAULTS. Returns true when the source is now banned.
+   */
+  failed(piece: number, sourceId: string, fault: boolean): boolean {
+    const source = this.sources.get(sourceId);
+    this.holders.get(piece)?.delete(sourceId);
+    if (source === undefined) return this.bannedIds.has(sourceId);
+    source.inFlight.delete(piece);
+    if (!fault) return false;
+    source.faults++;
+    if (source.faults < BAN_AFTER_FAULTS) return false;
+    this.ban(sourceId);
+    return true;
+  }
+
+  /** Bans a source outright (for example after the file failed its SHA-256 with its piece list). */
+  ban(sourceId: string): void {
+    this.removeSource(sourceId);
+    this.bannedIds.add(sourceId);
+  }
+
+  /** A cancelled duplicate or a request given up without blame. */
+  released(piece: number, sourceId: string): void {
+    this.sources.get(sourceId)?.inFlight.delete(piece);
+    this.holders.get(piece)?.delete(sourceId);
+  }
+
+  /** Pieces no remaining source can give (the download cannot finish without a new source). */
+  unobtainable(): number[] {
+    const out: number[] = [];
+    for (let piece = 0; piece < this.pieceCount; piece++) {
+      if (this.done[piece]) continue;
+      let any = false;
+      for (const source of this.sources.values()) if (has(source, piece)) any = true;
+      if (!any) out.push(piece);
+    }
+    return out;
+  }
+
+  private pick(source: SourceState): number | undefined {
+    let best: number | undefined;
+    let bestRarity = Number.POSITIVE_INFINITY;
+    for (let k = 0; k < this.pieceCount; k++) {
+      const piece = (this.start + k) % this.pieceCount;
+      if (this.done[piece] || !has(source, piece) || (this.holders.get(piece)?.size ?? 0) > 0) continue;
+      const rarity = this.availability[piece]!;
+      if (rarity < bestRarity) {
+        best = piece;
+        bestRarity = rarity;
+        if (rarity === 0) break;
+      }
+    }
+    if (best !== undefined) return best;
+    // Endgame: help with a piece in flight elsewhere that this source has not got in flight itself.
+    let endgame: number | undefined;
+    let fewest = MAX_COPIES;
+    for (const [piece, holders] of this.holders) {
+      if (this.done[piece] || holders.has(source.id) || !has(source, piece)) continue;
+      if (holders.size < fewest) {
+        endgame = piece;
+        fewest = holders.size;
+      }
+    }
+    return endgame;
+  }
+
+  private assign(source: SourceState, piece: number): void {
+    source.inFlight.add(piece);
+    let holders = this.holders.get(piece);
+    if (holders === undefined) {
+      holders = new Set();
+      this.holders.set(piece, holders);
+    }
+    holders.add(source.id);
+  }
+
+  /** Rarity counts peers only: the mirror has everything and should not make a piece look common. */
+  private count(source: SchedulerSource, delta: number): void {
+    if (source.kind !== "peer") return;
+    if (source.pieces === "all") for (let i = 0; i < this.pieceCount; i++) this.availability[i]! += delta;
+    else for (const i of source.pieces) if (i >= 0 && i < this.pieceCount) this.availability[i]! += delta;
+  }
+}
+
+function has(source: SchedulerSource, piece: number): boolean {
+  return source.pieces === "all" || source.pieces.has(piece);
+}

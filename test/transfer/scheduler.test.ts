@@ -1,0 +1,149 @@
+import { describe, expect, test } from "bun:test";
+import { BAN_AFTER_FAULTS, DEFAULT_MAX_IN_FLIGHT, MAX_COPIES, PieceScheduler } from "../../src/transfer/scheduler.ts";
+
+/** A seeded PRNG (mulberry32), never Math.random. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sequential = (n: number) => new PieceScheduler(n, { random: rng(1), sequential: true });
+
+describe("PieceScheduler", () => {
+  test("fills each source up to its in-flight bound, no piece twice before the endgame", () => {
+    const s = sequential(20);
+    s.addSource({ id: "a", kind: "peer", pieces: "all" });
+    s.addSource({ id: "b", kind: "peer", pieces: "all", maxInFlight: 2 });
+    const requests = s.next();
+    expect(requests.filter((r) => r.source === "a")).toHaveLength(DEFAULT_MAX_IN_FLIGHT);
+    expect(requests.filter((r) => r.source === "b")).toHaveLength(2);
+    expect(new Set(requests.map((r) => r.piece)).size).toBe(requests.length);
+    expect(s.next()).toEqual([]);
+  });
+
+  test("asks a source only for pieces it has", () => {
+    const s = sequential(10);
+    s.addSource({ id: "a", kind: "peer", pieces: new Set([7, 8]) });
+    expect(s.next().map((r) => r.piece).sort()).toEqual([7, 8]);
+  });
+
+  test("rarest first: a piece held by one peer goes before pieces held by two", () => {
+    const s = sequential(3);
+    s.addSource({ id: "a", kind: "peer", pieces: new Set([0, 1, 2]), maxInFlight: 1 });
+    s.addSource({ id: "b", kind: "peer", pieces: new Set([0, 1]), maxInFlight: 0 });
+    expect(s.next()).toEqual([{ piece: 2, source: "a" }]);
+  });
+
+  test("the mirror takes the pieces no peer has first, and counts for nothing in rarity", () => {
+    const s = sequential(4);
+    s.addSource({ id: "peer", kind: "peer", pieces: new Set([0, 1]), maxInFlight: 0 });
+    s.addSource({ id: "mirror", kind: "mirror", pieces: "all", maxInFlight: 2 });
+    expect(s.next().map((r) => r.piece)).toEqual([2, 3]);
+  });
+
+  test("a faster source, finishing sooner, is given more pieces", () => {
+    const s = sequential(40);
+    s.addSource({ id: "fast", kind: "peer", pieces: "all", maxInFlight: 1 });
+    s.addSource({ id: "slow", kind: "peer", pieces: "all", maxInFlight: 1 });
+    let inFlight = s.next();
+    const delivered: Record<string, number> = { fast: 0, slow: 0 };
+    // The fast source completes a piece every round, the slow one every third round.
+    for (let round = 0; !s.complete && round < 100; round++) {
+      for (const r of inFlight.filter((r) => r.source === "fast" || round % 3 === 2)) {
+        s.completed(r.piece, r.source);
+        delivered[r.source]!++;
+      }
+      inFlight = inFlight.filter((r) => !s.isDone(r.piece)).concat(s.next());
+    }
+    expect(s.complete).toBe(true);
+    expect(delivered.fast).toBeGreaterThanOrEqual(2.5 * delivered.slow!);
+  });
+
+  test("the endgame duplicates a piece in flight elsewhere, at most MAX_COPIES, and names the copies to cancel", () => {
+    const s = sequential(2);
+    s.addSource({ id: "a", kind: "peer", pieces: "all", maxInFlight: 2 });
+    s.addSource({ id: "b", kind: "peer", pieces: "all", maxInFlight: 2 });
+    s.addSource({ id: "c", kind: "peer", pieces: "all", maxInFlight: 2 });
+    const first = s.next();
+    const copies = new Map<number, number>();
+    for (const r of first) copies.set(r.piece, (copies.get(r.piece) ?? 0) + 1);
+    for (const n of copies.values()) expect(n).toBeLessThanOrEqual(MAX_COPIES);
+    expect(first.length).toBe(2 * MAX_COPIES);
+    const holders = first.filter((r) => r.piece === 0).map((r) => r.source);
+    const cancel = s.completed(0, holders[0]!);
+    expect(cancel).toEqual(holders.slice(1));
+  });
+
+  test("bad pieces get a source banned after BAN_AFTER_FAULTS, and its pieces go to others", () => {
+    const s = sequential(4);
+    s.addSource({ id: "evil", kind: "peer", pieces: "all", maxInFlight: 4 });
+    const got = s.next();
+    let banned = false;
+    for (let i = 0; i < BAN_AFTER_FAULTS; i++) banned = s.failed(got[i]!.piece, "evil", true);
+    expect(banned).toBe(true);
+    expect(s.isBanned("evil")).toBe(true);
+    s.addSource({ id: "evil", kind: "peer", pieces: "all" }); // a banned source cannot come back
+    s.addSource({ id: "good", kind: "peer", pieces: "all" });
+    expect(s.next().map((r) => r.source)).toEqual(["good", "good", "good", "good"]);
+  });
+
+  test("a failure without fault just puts the piece back", () => {
+    const s = sequential(1);
+    s.addSource({ id: "a", kind: "peer", pieces: "all" });
+    const [r] = s.next();
+    expect(s.failed(r!.piece, "a", false)).toBe(false);
+    expect(s.next()).toEqual([{ piece: 0, source: "a" }]);
+  });
+
+  test("removing a source returns its pieces in flight and reports what cannot be had", () => {
+    const s = sequential(3);
+    s.addSource({ id: "a", kind: "peer", pieces: new Set([0, 1]) });
+    s.addSource({ id: "b", kind: "peer", pieces: new Set([2]) });
+    s.next();
+    expect(s.removeSource("b")).toEqual([2]);
+    expect(s.unobtainable()).toEqual([2]);
+  });
+
+  test("with a random start, different downloaders begin at different pieces", () => {
+    const starts = new Set<number>();
+    for (let seed = 1; seed <= 8; seed++) {
+      const s = new PieceScheduler(100, { random: rng(seed) });
+      s.addSource({ id: "m", kind: "mirror", pieces: "all", maxInFlight: 1 });
+      starts.add(s.next()[0]!.piece);
+    }
+    expect(starts.size).toBeGreaterThan(4);
+  });
+
+  test("a random simulation always completes every piece exactly once", () => {
+    const random = rng(99);
+    const s = new PieceScheduler(57, { random });
+    s.addSource({ id: "mirror", kind: "mirror", pieces: "all", maxInFlight: 2 });
+    for (let p = 0; p < 5; p++) {
+      const have = new Set<number>();
+      for (let i = 0; i < 57; i++) if (random() < 0.6) have.add(i);
+      s.addSource({ id: `p${p}`, kind: "peer", pieces: have });
+    }
+    const completedPieces: number[] = [];
+    let inFlight = s.next();
+    for (let step = 0; !s.complete && step < 10_000; step++) {
+      const i = Math.floor(random() * inFlight.length);
+      const r = inFlight.splice(i, 1)[0]!;
+      if (s.isDone(r.piece)) continue;
+      if (random() < 0.1) s.failed(r.piece, r.source, false);
+      else {
+        const cancelled = s.completed(r.piece, r.source);
+        completedPieces.push(r.piece);
+        inFlight = inFlight.filter((q) => !(q.piece === r.piece && cancelled.includes(q.source)));
+      }
+      inFlight.push(...s.next());
+    }
+    expect(s.complete).toBe(true);
+    expect(completedPieces.sort((a, b) => a - b)).toEqual(Array.from({ length: 57 }, (_, i) => i));
+  });
+});
