@@ -89,6 +89,7 @@ class Lookup {
   }
 
   private add(node: Contact | Endpoint): void {
+    if (node.port === 0) return; // Nobody can be reached on port 0.
     const key = `${node.address}:${node.port}`;
     const id = "id" in node ? node.id : undefined;
     if (id !== undefined && idsEqual(id, this.deps.ownId)) return;
@@ -197,6 +198,7 @@ class Lookup {
     if (this.done) return;
     for (const node of body.nodes ?? []) this.add(node);
     for (const value of body.values ?? []) {
+      if (value.port === 0) continue;
       const key = `${value.address}:${value.port}`;
       if (!this.values.has(key) || value.pieces !== undefined) this.values.set(key, value);
     }

@@ -194,7 +194,7 @@ export class Rpc {
       entry.reject(new RpcTimeoutError(entry.to, entry.method));
       return;
     }
-    const wait = this.options.rtt.timeoutFor(endpointKey(entry.to));
+    const wait = this.options.rtt.timeoutFor(endpointKey(entry.to), entry.sends);
     entry.timer = this.timers.setTimeout(() => this.expire(tid, entry), wait);
   }
 

@@ -150,12 +150,13 @@ describe("Rpc queries", () => {
     answer(lastT());
     await clean;
     expect(rtt.median()).toBe(100);
-    // RFC 6298's first sample: srtt 100, rttvar 50, timeout srtt + 4 rttvar.
-    expect(rtt.timeoutFor(`${PEER.address}:${PEER.port}`)).toBe(300);
+    // RFC 6298's first sample: srtt 100, rttvar 50, estimate srtt + 4 rttvar; the first send waits at
+    // most 2 × p90 of recent answers (200), the resend the larger of the two (300).
+    expect(rtt.estimateFor(`${PEER.address}:${PEER.port}`)).toBe(300);
 
-    // The next query to that peer waits the measured timeout, not the cold-start one.
+    // The next query to that peer waits the measured timeouts, not the cold-start one.
     const next = track(rpc.query(PEER, { method: "ping", id: OWN_ID }));
-    timers.advance(299);
+    timers.advance(199);
     expect(socket.sent).toHaveLength(4);
     timers.advance(1);
     expect(socket.sent).toHaveLength(5);

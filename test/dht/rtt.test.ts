@@ -31,7 +31,11 @@ describe("RttTracker.timeoutFor()", () => {
       const rtt = new RttTracker({ minTimeoutMs: 1, maxTimeoutMs: 100_000 });
       for (const s of samples) rtt.sample("n", s);
       const { srtt, rttvar } = rfc6298(samples);
-      expect(rtt.timeoutFor("n")).toBeCloseTo(srtt + 4 * rttvar, 9);
+      expect(rtt.estimateFor("n")).toBeCloseTo(srtt + 4 * rttvar, 9);
+      // The first send waits at most what recent answers from anyone took (2 × p90); the resend, at least.
+      const global = 2 * rtt.percentile(0.9)!;
+      expect(rtt.timeoutFor("n", 1)).toBeCloseTo(Math.min(srtt + 4 * rttvar, global), 9);
+      expect(rtt.timeoutFor("n", 2)).toBeCloseTo(Math.max(srtt + 4 * rttvar, global), 9);
     });
   }
 
@@ -64,6 +68,17 @@ describe("RttTracker.timeoutFor()", () => {
   });
 });
 
+describe("RttTracker.timeoutFor() with a stale estimate", () => {
+  test("a node measured slow while the network was busy is not waited on longer than recent answers took, on the first send", () => {
+    const rtt = new RttTracker({ minTimeoutMs: 1 });
+    rtt.sample("was-busy", 600);
+    for (let i = 0; i < 100; i++) rtt.sample(`quick${i}`, 10);
+    expect(rtt.estimateFor("was-busy")).toBe(1800);
+    expect(rtt.timeoutFor("was-busy", 1)).toBe(20); // 2 × p90 of recent answers
+    expect(rtt.timeoutFor("was-busy", 2)).toBe(1800);
+  });
+});
+
 describe("RttTracker memory bounds", () => {
   test("the global estimate follows the most recent 256 samples", () => {
     const rtt = new RttTracker();
@@ -78,14 +93,16 @@ describe("RttTracker memory bounds", () => {
     const rtt = new RttTracker();
     rtt.sample("forgotten", 3_000);
     rtt.sample("kept", 3_000);
-    expect(rtt.timeoutFor("forgotten")).toBe(MAX_TIMEOUT_MS);
+    expect(rtt.estimateFor("forgotten")).toBe(9_000);
     for (let i = 0; i < 10_000; i++) {
       rtt.sample(`flood${i}`, 5);
       if (i % 1_000 === 0) rtt.sample("kept", 3_000); // kept recently measured
     }
     // Forgotten: now an unmeasured node, whose timeout comes from the (fast) recent samples.
-    expect(rtt.timeoutFor("forgotten")).toBe(MIN_TIMEOUT_MS);
-    expect(rtt.timeoutFor("kept")).toBe(MAX_TIMEOUT_MS);
+    expect(rtt.estimateFor("forgotten")).toBeUndefined();
+    expect(rtt.timeoutFor("forgotten", 2)).toBe(MIN_TIMEOUT_MS);
+    expect(rtt.estimateFor("kept")).toBeGreaterThan(MAX_TIMEOUT_MS);
+    expect(rtt.timeoutFor("kept", 2)).toBe(MAX_TIMEOUT_MS);
     expect(rtt.timeoutFor("flood9999")).toBe(MIN_TIMEOUT_MS);
   });
 });
