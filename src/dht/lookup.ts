@@ -29,7 +29,16 @@ export interface LookupDeps {
   /** A node with a known id failed to answer. */
   onFailure(contact: Contact): void;
   now(): number;
+  /** Runs fn after ms unless cancelled (the returned function); without it only the transport's timeouts apply. */
+  schedule?(fn: () => void, ms: number): () => void;
 }
+
+/** A node taking longer than this many times the lookup's median answer time is treated as slow. */
+export const SLOW_FACTOR = 3;
+/** ...but never sooner than this: scheduling jitter on a busy machine. */
+export const SLOW_FLOOR_MS = 25;
+/** Answers needed before the lookup trusts its own median. */
+export const SLOW_MIN_SAMPLES = 3;
 
 export interface LookupResult {
   /** The K closest nodes that answered, closest first, with the token each gave (get_peers, get). */
@@ -44,6 +53,12 @@ export interface LookupResult {
 }
 
 type State = "new" | "waiting" | "slow" | "answered" | "failed";
+
+interface Timing {
+  sentAt: number;
+  goSlow: () => void;
+  cancel?: () => void;
+}
 
 interface Candidate {
   endpoint: Endpoint;
@@ -64,6 +79,10 @@ class Lookup {
   /** Seeds without ids: queried first, outside the ranking. */
   private readonly anonymous: Candidate[] = [];
   private readonly values = new Map<string, PeerValue>();
+  /** Answer times seen in this lookup, ms. */
+  private readonly rtts: number[] = [];
+  /** Queries in flight: when sent, and their slowness timer once armed. */
+  private readonly timing = new Map<Candidate, Timing>();
   private item?: Uint8Array;
   private queried = 0;
   private answered = 0;
@@ -153,23 +172,53 @@ class Lookup {
         this.active--;
       }
     };
-    const options: QueryOptions = {
-      onSlow: () => {
-        if (candidate.state === "waiting") candidate.state = "slow";
-        release();
-        this.pump();
-      },
+    const goSlow = () => {
+      if (candidate.state === "waiting") candidate.state = "slow";
+      release();
+      this.pump();
     };
+    const options: QueryOptions = { onSlow: goSlow };
+    const timing: Timing = { sentAt: this.deps.now(), goSlow };
+    this.timing.set(candidate, timing);
+    this.armSlowTimers();
     this.deps
       .query(candidate.endpoint, this.buildQuery(), options)
       .then(
-        (answer) => this.onAnswer(candidate, answer),
+        (answer) => {
+          this.rtts.push(this.deps.now() - timing.sentAt);
+          this.onAnswer(candidate, answer);
+        },
         () => this.onFailure(candidate),
       )
       .finally(() => {
+        timing.cancel?.();
+        this.timing.delete(candidate);
         release();
+        this.armSlowTimers();
         this.pump();
       });
+  }
+
+  /**
+   * Once this lookup has seen how fast nodes answer right now, a node much slower than that is not waited
+   * on, even before the transport's timeout (which may rest on older, busier measurements). Arms a timer
+   * for every query in flight that has none yet.
+   */
+  private armSlowTimers(): void {
+    const slowAfter = this.slowAfterMs();
+    if (slowAfter === undefined || this.deps.schedule === undefined || this.done) return;
+    const now = this.deps.now();
+    for (const timing of this.timing.values()) {
+      if (timing.cancel !== undefined) continue;
+      timing.cancel = this.deps.schedule(timing.goSlow, Math.max(0, timing.sentAt + slowAfter - now));
+    }
+  }
+
+  /** SLOW_FACTOR × the median answer time in this lookup so far, once there are enough answers. */
+  private slowAfterMs(): number | undefined {
+    if (this.rtts.length < SLOW_MIN_SAMPLES) return undefined;
+    const sorted = [...this.rtts].sort((a, b) => a - b);
+    return Math.max(SLOW_FLOOR_MS, SLOW_FACTOR * sorted[sorted.length >> 1]!);
   }
 
   private buildQuery(): Query {
@@ -223,6 +272,7 @@ class Lookup {
   private complete(): void {
     if (this.done) return;
     this.done = true;
+    for (const timing of this.timing.values()) timing.cancel?.();
     const closest: LookupResult["closest"] = [];
     for (const c of this.ranked) {
       if (c.state !== "answered") continue;

@@ -333,6 +333,10 @@ export class DhtNode {
         onAnswer: (contact) => this.noteAnswer(contact),
         onFailure: (contact) => this.table.observeFailure(contact.id, this.clock()),
         now: () => this.timers.now(),
+        schedule: (fn, ms) => {
+          const handle = this.timers.setTimeout(fn, ms);
+          return () => this.timers.clearTimeout(handle);
+        },
       },
     );
     this.lookupCount++;
