@@ -42,6 +42,8 @@ export class PieceScheduler {
   private readonly sources = new Map<string, SourceState>();
   private readonly done: boolean[];
   private readonly holders = new Map<number, Set<string>>(); // piece → sources with it in flight
+  private readonly assignedAt = new Map<number, number>(); // piece → when its first copy was asked for
+  private readonly endgameDelayMs: number;
   private readonly availability: number[];
   private readonly start: number;
   private remainingCount: number;
@@ -49,8 +51,17 @@ export class PieceScheduler {
 
   constructor(
     readonly pieceCount: number,
-    options: { random: () => number; sequential?: boolean },
+    options: {
+      random: () => number;
+      sequential?: boolean;
+      /**
+       * A piece in flight is duplicated only after this long (ms): a small file from a quick peer then
+       * costs the mirror nothing, while a stalled request is helped within a second.
+       */
+      endgameDelayMs?: number;
+    },
   ) {
+    this.endgameDelayMs = options.endgameDelayMs ?? 0;
     this.done = new Array<boolean>(pieceCount).fill(false);
     this.availability = new Array<number>(pieceCount).fill(0);
     this.remainingCount = pieceCount;
@@ -95,8 +106,8 @@ export class PieceScheduler {
     return dropped;
   }
 
-  /** Requests to send now, filling every source's free slots. */
-  next(): PieceRequest[] {
+  /** Requests to send now, filling every source's free slots; `now` (ms) matters only for the endgame delay. */
+  next(now = 0): PieceRequest[] {
     const out: PieceRequest[] = [];
     // Peers first, so that the mirror takes what peers cannot, and is spared when they can.
     const ordered = [...this.sources.values()].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "peer" ? -1 : 1));
@@ -105,9 +116,9 @@ export class PieceScheduler {
       progress = false;
       for (const source of ordered) {
         if (source.inFlight.size >= (source.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT)) continue;
-        const piece = this.pick(source);
+        const piece = this.pick(source, now);
         if (piece === undefined) continue;
-        this.assign(source, piece);
+        this.assign(source, piece, now);
         out.push({ piece, source: source.id });
         progress = true;
       }
@@ -172,7 +183,7 @@ export class PieceScheduler {
     return out;
   }
 
-  private pick(source: SourceState): number | undefined {
+  private pick(source: SourceState, now: number): number | undefined {
     let best: number | undefined;
     let bestRarity = Number.POSITIVE_INFINITY;
     for (let k = 0; k < this.pieceCount; k++) {
@@ -191,6 +202,7 @@ export class PieceScheduler {
     let fewest = MAX_COPIES;
     for (const [piece, holders] of this.holders) {
       if (this.done[piece] || holders.has(source.id) || !has(source, piece)) continue;
+      if (holders.size > 0 && now - (this.assignedAt.get(piece) ?? now) < this.endgameDelayMs) continue;
       if (holders.size < fewest) {
         endgame = piece;
         fewest = holders.size;
@@ -199,14 +211,26 @@ export class PieceScheduler {
     return endgame;
   }
 
-  private assign(source: SourceState, piece: number): void {
+  private assign(source: SourceState, piece: number, now: number): void {
     source.inFlight.add(piece);
     let holders = this.holders.get(piece);
     if (holders === undefined) {
       holders = new Set();
       this.holders.set(piece, holders);
     }
+    if (holders.size === 0) this.assignedAt.set(piece, now);
     holders.add(source.id);
+  }
+
+  /** When the scheduler next wants to be asked (an endgame delay running out), or undefined. */
+  nextWake(now: number): number | undefined {
+    let wake: number | undefined;
+    for (const [piece, holders] of this.holders) {
+      if (this.done[piece] || holders.size === 0 || holders.size >= MAX_COPIES) continue;
+      const at = (this.assignedAt.get(piece) ?? now) + this.endgameDelayMs;
+      if (at > now && (wake === undefined || at < wake)) wake = at;
+    }
+    return wake;
   }
 
   /** Rarity counts peers only: the mirror has everything and should not make a piece look common. */

@@ -80,6 +80,17 @@ describe("PieceScheduler", () => {
     expect(cancel).toEqual(holders.slice(1));
   });
 
+  test("with an endgame delay, a piece in flight is duplicated only once the delay has passed", () => {
+    const s = new PieceScheduler(1, { random: rng(1), sequential: true, endgameDelayMs: 1000 });
+    s.addSource({ id: "peer", kind: "peer", pieces: "all" });
+    s.addSource({ id: "mirror", kind: "mirror", pieces: "all" });
+    expect(s.next(0)).toEqual([{ piece: 0, source: "peer" }]);
+    expect(s.next(999)).toEqual([]);
+    expect(s.nextWake(999)).toBe(1000);
+    expect(s.next(1000)).toEqual([{ piece: 0, source: "mirror" }]);
+    expect(s.nextWake(1000)).toBeUndefined();
+  });
+
   test("bad pieces get a source banned after BAN_AFTER_FAULTS, and its pieces go to others", () => {
     const s = sequential(4);
     s.addSource({ id: "evil", kind: "peer", pieces: "all", maxInFlight: 4 });

@@ -1,0 +1,358 @@
+/**
+ * Downloading one file from peers and mirrors at once, in 512 KiB pieces: each source with a bounded
+ * number of Range requests in flight, rarest pieces first, the endgame duplicating what is late. Every
+ * piece is checked as it lands (against the piece list when there is one, against the file's SHA-256 when
+ * it is the only piece); bad pieces are refetched elsewhere and their source penalised, then banned. The
+ * whole file is checked against the SHA-256 from the signed index before it is kept.
+ */
+import { open, rm, type FileHandle } from "node:fs/promises";
+import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from "../errors.ts";
+import type { Fetcher } from "../http/fetch.ts";
+import { emptyBytesByKind, type BytesByKind, type DownloadTarget } from "./download.ts";
+import { findPieceLists, peerId, type AnnouncedPeer, type PieceList } from "./piece-lists.ts";
+import { hashPiece, pieceCount, pieceRange } from "./pieces.ts";
+import { PieceScheduler } from "./scheduler.ts";
+import { HttpSource, type ByteSource } from "./source.ts";
+import type { NodeId } from "../dht/id.ts";
+
+/** A request that delivers no byte for this long is abandoned (the source stalls or is gone). */
+export const STALL_MS = 8_000;
+/** A piece in flight is duplicated on another source after this long (the endgame). */
+export const ENDGAME_DELAY_MS = 1_000;
+/** Failures (errors, stalls) in a row after which a source is dropped. */
+export const MAX_SOURCE_ERRORS = 3;
+/** Requests in flight to the mirror: it helps from the start but peers take most. */
+export const MIRROR_IN_FLIGHT = 2;
+
+export interface SwarmSources {
+  mirrors: string[];
+  peers: AnnouncedPeer[];
+}
+
+export interface SwarmDeps {
+  fetcher: Fetcher;
+  getItem?: (key: NodeId) => Promise<Uint8Array | undefined>;
+  random?: () => number;
+  now?: () => number;
+}
+
+export interface SwarmProgress {
+  bytes: number;
+  kind: "mirror" | "peer";
+  source: string;
+}
+
+export interface SwarmOptions {
+  signal?: AbortSignal;
+  onProgress?: (event: SwarmProgress) => void;
+  stallMs?: number;
+  endgameDelayMs?: number;
+}
+
+export interface SwarmResult {
+  bytes: BytesByKind;
+  /** Verified bytes by peer ("address:port"). */
+  perPeer: Record<string, number>;
+  /** Peers banned for bad pieces. */
+  banned: string[];
+}
+
+/** Downloads `target` into `path` (which must not exist); nothing is left at `path` unless it verified. */
+export async function swarmDownload(
+  target: DownloadTarget,
+  sources: SwarmSources,
+  path: string,
+  deps: SwarmDeps,
+  options: SwarmOptions = {},
+): Promise<SwarmResult> {
+  const lists = await findPieceLists(target.size, sources.peers, {
+    getItem: deps.getItem,
+    fetchFromPeer: (peer, keyHex) => fetchPieceList(deps.fetcher, peer, keyHex),
+  });
+  const excluded = new Set<string>();
+  const banned: string[] = [];
+  let lastError: unknown;
+  // Plans, in order: each piece list (best first), then no list (whole-file check only), then the
+  // mirrors alone. A plan whose file fails its SHA-256, or whose list proves wrong, drops that list and
+  // its announcers (or, without a list, every peer) and the next plan goes.
+  const plans: { list?: PieceList; mirrorsOnly?: boolean }[] = [...lists.map((list) => ({ list })), {}, { mirrorsOnly: true }];
+  for (const plan of plans) {
+    if (plan.list !== undefined && plan.list.announcers.some((a) => excluded.has(a))) continue;
+    const peers = plan.mirrorsOnly ? [] : sources.peers.filter((p) => !excluded.has(peerId(p)));
+    if (peers.length === 0 && sources.mirrors.length === 0) continue;
+    if (plan.mirrorsOnly && (sources.mirrors.length === 0 || lastError === undefined)) continue;
+    try {
+      const result = await attemptOnce(target, { mirrors: sources.mirrors, peers }, plan.list, path, deps, options);
+      result.banned.push(...banned);
+      return result;
+    } catch (err) {
+      await rm(path, { force: true });
+      lastError = err;
+      if (!(err instanceof HashMismatchError || err instanceof PieceListRejected)) throw err;
+      const blamed = plan.list !== undefined ? plan.list.announcers : peers.map(peerId);
+      for (const id of blamed) excluded.add(id);
+      banned.push(...blamed);
+    }
+  }
+  throw lastError ?? AptP2pError.mirror(target.name, "no peer and no mirror to download it from");
+}
+
+async function attemptOnce(
+  target: DownloadTarget,
+  sources: SwarmSources,
+  list: PieceList | undefined,
+  path: string,
+  deps: SwarmDeps,
+  options: SwarmOptions,
+): Promise<SwarmResult> {
+  let file: FileHandle;
+  try {
+    file = await open(path, "wx");
+  } catch (err) {
+    throw asDestinationError(path, err);
+  }
+  let ok = false;
+  try {
+    const run = new SwarmRun(target, sources, list, file, deps, options);
+    const result = await run.run();
+    await file.sync().catch((err: unknown) => {
+      throw asDestinationError(path, err);
+    });
+    await file.close();
+    await verifyWhole(path, target);
+    ok = true;
+    return result;
+  } finally {
+    if (!ok) {
+      await file.close().catch(() => undefined);
+      await rm(path, { force: true });
+    }
+  }
+}
+
+async function verifyWhole(path: string, target: DownloadTarget): Promise<void> {
+  const hasher = new Bun.CryptoHasher("sha256");
+  let size = 0;
+  for await (const chunk of Bun.file(path).stream()) {
+    hasher.update(chunk);
+    size += chunk.length;
+  }
+  const sha256 = hasher.digest("hex");
+  if (size !== target.size || sha256 !== target.sha256) {
+    throw new HashMismatchError(ErrorCode.FileHashMismatch, target.name, target, { size, sha256 });
+  }
+}
+
+/** The piece list in use is wrong: the mirror's bytes, or two sources' bytes, for one piece do not match it. */
+export class PieceListRejected extends Error {
+  constructor(piece: number) {
+    super(`the announced piece list is wrong about piece ${piece}`);
+    this.name = "PieceListRejected";
+  }
+}
+
+interface SourceInfo {
+  source: ByteSource;
+  kind: "mirror" | "peer";
+  errors: number;
+}
+
+class SwarmRun {
+  private readonly scheduler: PieceScheduler;
+  private readonly sources = new Map<string, SourceInfo>();
+  private readonly inFlight = new Map<string, AbortController>(); // "piece@source"
+  private readonly result: SwarmResult = { bytes: emptyBytesByKind(), perPeer: {}, banned: [] };
+  private readonly now: () => number;
+  private finish!: () => void;
+  private fail!: (err: unknown) => void;
+  private settled = false;
+  private lastError: unknown;
+  private wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  private writes: Promise<unknown> = Promise.resolve();
+  private readonly listFailures = new Map<number, Set<string>>();
+
+  constructor(
+    private readonly target: DownloadTarget,
+    sources: SwarmSources,
+    private readonly list: PieceList | undefined,
+    private readonly file: FileHandle,
+    private readonly deps: SwarmDeps,
+    private readonly options: SwarmOptions,
+  ) {
+    this.now = deps.now ?? (() => performance.now());
+    this.scheduler = new PieceScheduler(pieceCount(target.size), {
+      random: deps.random ?? Math.random,
+      endgameDelayMs: options.endgameDelayMs ?? ENDGAME_DELAY_MS,
+    });
+    for (const peer of sources.peers) {
+      const id = peerId(peer);
+      if (this.sources.has(id)) continue;
+      const url = `http://${peer.address.includes(":") ? `[${peer.address}]` : peer.address}:${peer.port}/~/${target.sha256}`;
+      this.sources.set(id, { source: new HttpSource(url, deps.fetcher, "peer"), kind: "peer", errors: 0 });
+      this.scheduler.addSource({ id, kind: "peer", pieces: "all" });
+    }
+    for (const mirror of sources.mirrors) {
+      this.sources.set(mirror, { source: new HttpSource(mirror, deps.fetcher, "mirror"), kind: "mirror", errors: 0 });
+      this.scheduler.addSource({ id: mirror, kind: "mirror", pieces: "all", maxInFlight: MIRROR_IN_FLIGHT });
+    }
+  }
+
+  run(): Promise<SwarmResult> {
+    return new Promise<SwarmResult>((resolve, reject) => {
+      this.finish = () => resolve(this.result);
+      this.fail = reject;
+      this.options.signal?.addEventListener("abort", () => this.abort(this.options.signal!.reason), { once: true });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.settled) return;
+    if (this.scheduler.complete) {
+      this.settle();
+      return;
+    }
+    for (const request of this.scheduler.next(this.now())) this.fetchPiece(request.piece, request.source);
+    if (this.inFlight.size === 0) {
+      const wake = this.scheduler.nextWake(this.now());
+      if (wake === undefined) {
+        const why = this.lastError ?? AptP2pError.mirror(this.target.name, "no source could provide it");
+        return this.abort(why);
+      }
+    }
+    this.scheduleWake();
+  }
+
+  private scheduleWake(): void {
+    const wake = this.scheduler.nextWake(this.now());
+    if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+    this.wakeTimer = wake === undefined ? undefined : setTimeout(() => this.pump(), Math.max(1, wake - this.now()));
+  }
+
+  private fetchPiece(piece: number, sourceId: string): void {
+    const info = this.sources.get(sourceId)!;
+    const controller = new AbortController();
+    const key = `${piece}@${sourceId}`;
+    this.inFlight.set(key, controller);
+    const range = pieceRange(piece, this.target.size);
+    void this.readPiece(info.source, range, controller)
+      .then(
+        async (bytes) => {
+          if (!this.pieceIsGood(piece, bytes)) {
+            this.lastError = new AptP2pError(ErrorCode.FileHashMismatch, `${sourceId} sent a bad piece ${piece} of ${this.target.name}`);
+            if (this.list !== undefined && this.blameList(piece, sourceId, info.kind)) return this.abort(new PieceListRejected(piece));
+            if (this.scheduler.failed(piece, sourceId, true)) this.dropBanned(sourceId);
+            return;
+          }
+          if (this.scheduler.isDone(piece)) return; // a duplicate that lost the race
+          info.errors = 0;
+          const cancel = this.scheduler.completed(piece, sourceId);
+          for (const other of cancel) this.inFlight.get(`${piece}@${other}`)?.abort();
+          this.writes = this.writes.then(() => this.file.write(bytes, 0, bytes.length, range.start));
+          await this.writes;
+          this.count(info.kind, sourceId, bytes.length);
+        },
+        (err: unknown) => {
+          if (controller.signal.aborted && this.scheduler.isDone(piece)) {
+            this.scheduler.released(piece, sourceId);
+            return;
+          }
+          if (err instanceof AptP2pError && err.code === ErrorCode.DestinationUnwritable) return this.abort(err);
+          this.lastError = err;
+          const fault = err instanceof AptP2pError && err.code === ErrorCode.FileHashMismatch;
+          if (this.scheduler.failed(piece, sourceId, fault)) return this.dropBanned(sourceId);
+          if (++info.errors >= MAX_SOURCE_ERRORS) this.scheduler.removeSource(sourceId);
+        },
+      )
+      .catch((err: unknown) => this.abort(asDestinationError(this.target.name, err)))
+      .finally(() => {
+        this.inFlight.delete(key);
+        this.pump();
+      });
+  }
+
+  /** Reads exactly the range, or throws; a stall of stallMs without a byte aborts it. */
+  private async readPiece(source: ByteSource, range: { start: number; end: number }, controller: AbortController): Promise<Uint8Array> {
+    const length = range.end - range.start;
+    const buffer = new Uint8Array(length);
+    let at = 0;
+    const stallMs = this.options.stallMs ?? STALL_MS;
+    let timer = setTimeout(() => controller.abort(new Error("stalled")), stallMs);
+    try {
+      for await (const chunk of source.read(range, this.target.size, controller.signal)) {
+        if (at + chunk.length > length) throw new AptP2pError(ErrorCode.FileHashMismatch, `${source.id} sent more than the piece`);
+        buffer.set(chunk, at);
+        at += chunk.length;
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(new Error("stalled")), stallMs);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (at !== length) throw AptP2pError.mirror(source.id, `connection closed after ${at} of ${length} bytes of a piece`);
+    return buffer;
+  }
+
+  private pieceIsGood(piece: number, bytes: Uint8Array): boolean {
+    if (this.list !== undefined) return Buffer.from(hashPiece(bytes)).equals(Buffer.from(this.list.hashes[piece]!));
+    if (this.scheduler.pieceCount === 1) return new Bun.CryptoHasher("sha256").update(bytes).digest("hex") === this.target.sha256;
+    return true; // No piece list: the whole file is checked at the end.
+  }
+
+  /**
+   * True when the list, not the source, is to blame: the mirror's bytes disagree with it, or two sources'
+   * bytes for the same piece do (a single liar cannot frame a list alone; its own bad pieces get it banned).
+   */
+  private blameList(piece: number, sourceId: string, kind: "mirror" | "peer"): boolean {
+    if (kind === "mirror") return true;
+    const blamers = this.listFailures.get(piece) ?? new Set<string>();
+    blamers.add(sourceId);
+    this.listFailures.set(piece, blamers);
+    return blamers.size >= 2;
+  }
+
+  private dropBanned(sourceId: string): void {
+    this.result.banned.push(sourceId);
+    for (const [key, controller] of this.inFlight) if (key.endsWith(`@${sourceId}`)) controller.abort();
+  }
+
+  private count(kind: "mirror" | "peer", sourceId: string, bytes: number): void {
+    this.result.bytes[kind] += bytes;
+    if (kind === "peer") this.result.perPeer[sourceId] = (this.result.perPeer[sourceId] ?? 0) + bytes;
+    this.options.onProgress?.({ bytes, kind, source: sourceId });
+  }
+
+  private async settleWrites(): Promise<void> {
+    await this.writes;
+  }
+
+  private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+    this.settleWrites().then(
+      () => this.finish(),
+      (err: unknown) => this.fail(asDestinationError(this.target.name, err)),
+    );
+  }
+
+  private abort(err: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+    for (const controller of this.inFlight.values()) controller.abort();
+    this.settleWrites().then(
+      () => this.fail(err),
+      () => this.fail(err),
+    );
+  }
+}
+
+async function fetchPieceList(fetcher: Fetcher, peer: AnnouncedPeer, keyHex: string): Promise<Uint8Array | undefined> {
+  const response = await fetcher(`http://${peer.address}:${peer.port}/~/pieces/${keyHex}`);
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    return undefined;
+  }
+  return new Uint8Array(await response.arrayBuffer());
+}

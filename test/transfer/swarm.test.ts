@@ -1,0 +1,170 @@
+/**
+ * Swarm downloads over real HTTP on 127.0.0.1: peers are small servers of `/~/<sha256>` (good, corrupt,
+ * stalling, gone), the mirror a Range-capable server. Every case ends with the right bytes or a clean
+ * failure, never a wrong byte on disk.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HashMismatchError } from "../../src/errors.ts";
+import { fetchUrl } from "../../src/http/fetch.ts";
+import type { AnnouncedPeer } from "../../src/transfer/piece-lists.ts";
+import { announceInfo, hashPiece, PIECE_SIZE_BYTES, pieceListItem, pieceListKey } from "../../src/transfer/pieces.ts";
+import { swarmDownload, type SwarmDeps } from "../../src/transfer/swarm.ts";
+import { startMirror, type TestMirror } from "../helpers/mirror.ts";
+import { noise } from "../helpers/repo.ts";
+
+const SIZE = 6 * PIECE_SIZE_BYTES + 777; // 7 pieces: tier "item"
+let work: string;
+let bytes: Uint8Array;
+let sha256: string;
+let hashes: Uint8Array[];
+const servers: { stop(): Promise<void> }[] = [];
+let counter = 0;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "apt-p2p-swarm-"));
+  bytes = noise(SIZE, 11);
+  sha256 = new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+  hashes = Array.from({ length: 7 }, (_, i) => hashPiece(bytes.subarray(i * PIECE_SIZE_BYTES, Math.min(SIZE, (i + 1) * PIECE_SIZE_BYTES))));
+});
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const target = () => ({ name: "big.deb", size: SIZE, sha256 });
+const info = () => announceInfo(hashes);
+const deps = (): SwarmDeps => ({
+  fetcher: fetchUrl,
+  getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(hashes))) ? pieceListItem(hashes) : undefined),
+});
+
+/** A peer serving `content` as /~/<sha256> (and the piece list), like apt-p2p's peer server. */
+async function peer(content: Uint8Array = bytes): Promise<TestMirror & AnnouncedPeer> {
+  const root = join(work, `peer-${counter++}`);
+  await mkdir(join(root, "~", "pieces"), { recursive: true });
+  await writeFile(join(root, "~", sha256), content);
+  await writeFile(join(root, "~", "pieces", Buffer.from(pieceListKey(hashes)).toString("hex")), pieceListItem(hashes));
+  const m = await startMirror(root);
+  servers.push(m);
+  return Object.assign(m, { address: "127.0.0.1", port: Number(new URL(m.url).port), pieces: info() });
+}
+
+async function mirror(): Promise<{ url: string; server: TestMirror }> {
+  const root = join(work, `mirror-${counter++}`);
+  await mkdir(join(root, "pool"), { recursive: true });
+  await writeFile(join(root, "pool", "big.deb"), bytes);
+  const m = await startMirror(root);
+  servers.push(m);
+  return { url: `${m.url}/pool/big.deb`, server: m };
+}
+
+/** A server that accepts connections and never answers. */
+function stallingPeer(): AnnouncedPeer {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Promise<Response>(() => {}) });
+  servers.push({ stop: async () => void server.stop(true) });
+  return { address: "127.0.0.1", port: server.port!, pieces: info() };
+}
+
+async function closedPort(): Promise<number> {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") });
+  const port = server.port!;
+  await server.stop(true);
+  return port;
+}
+
+const out = () => join(work, `out-${counter++}`);
+async function expectRightBytes(path: string) {
+  expect(new Bun.CryptoHasher("sha256").update(await Bun.file(path).bytes()).digest("hex")).toBe(sha256);
+}
+
+describe("swarmDownload()", () => {
+  test("takes pieces from several peers and the mirror, most from the peers", async () => {
+    const [a, b, m] = await Promise.all([peer(), peer(), mirror()]);
+    const path = out();
+    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a, b] }, path, deps());
+    await expectRightBytes(path);
+    expect(result.bytes.peer + result.bytes.mirror).toBe(SIZE);
+    expect(result.bytes.peer).toBeGreaterThan(result.bytes.mirror);
+    expect(Object.keys(result.perPeer).sort()).toEqual([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`].sort());
+  });
+
+  test("bans a peer that sends corrupt pieces and finishes from the others", async () => {
+    const corrupt = bytes.slice();
+    for (let i = 0; i < corrupt.length; i += 4096) corrupt[i]! ^= 0xff;
+    const [evil, good, m] = await Promise.all([peer(corrupt), peer(), mirror()]);
+    const path = out();
+    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [evil, good] }, path, deps());
+    await expectRightBytes(path);
+    expect(result.banned).toContain(`127.0.0.1:${evil.port}`);
+    expect(result.perPeer[`127.0.0.1:${evil.port}`] ?? 0).toBe(0);
+  });
+
+  test("a stalling peer and a peer on a dead port do not stop the download", async () => {
+    const [good, m] = await Promise.all([peer(), mirror()]);
+    const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
+    const path = out();
+    await swarmDownload(target(), { mirrors: [m.url], peers: [stallingPeer(), dead, good] }, path, deps(), { stallMs: 300 });
+    await expectRightBytes(path);
+  });
+
+  test("with the mirror down, the peers give everything", async () => {
+    const [a, m] = await Promise.all([peer(), mirror()]);
+    m.server.failWith = 503;
+    const path = out();
+    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a] }, path, deps());
+    await expectRightBytes(path);
+    expect(result.bytes.peer).toBe(SIZE);
+  });
+
+  test("with every source down it fails cleanly and leaves no file", async () => {
+    const m = await mirror();
+    m.server.failWith = 500;
+    const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
+    const dir = join(work, `empty-${counter++}`);
+    await mkdir(dir);
+    const err = await swarmDownload(target(), { mirrors: [m.url], peers: [dead] }, join(dir, "f"), deps()).catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  test("a bogus piece list announced by more addresses is dropped, and the download finishes right", async () => {
+    const bogus = hashes.map((h) => h.map((b) => b ^ 1));
+    const liars: AnnouncedPeer[] = [
+      { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
+      { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
+    ];
+    const [good, m] = await Promise.all([peer(), mirror()]);
+    const path = out();
+    const withBogus: SwarmDeps = {
+      fetcher: fetchUrl,
+      getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
+    };
+    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus);
+    await expectRightBytes(path);
+    expect(result.banned).toEqual(expect.arrayContaining(liars.map((l) => `${l.address}:${l.port}`)));
+  });
+
+  test("peers that all serve the same wrong file lead to a mirror-only retry, and the right bytes", async () => {
+    const other = noise(SIZE, 12);
+    const [x, y, m] = await Promise.all([peer(other), peer(other), mirror()]);
+    for (const p of [x, y]) p.pieces = undefined; // no list: only the whole-file check can tell
+    const path = out();
+    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [x, y] }, path, deps());
+    await expectRightBytes(path);
+    expect(result.bytes.mirror).toBe(SIZE);
+  });
+
+  test("a wrong file with no mirror to fall back on is refused as a hash mismatch", async () => {
+    const x = await peer(noise(SIZE, 13));
+    x.pieces = undefined;
+    const path = out();
+    const err = await swarmDownload(target(), { mirrors: [], peers: [x] }, path, deps()).catch((e) => e);
+    expect(err).toBeInstanceOf(HashMismatchError);
+    expect(await Bun.file(path).exists()).toBe(false);
+  });
+});
