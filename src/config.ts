@@ -22,6 +22,22 @@ export interface GetConfig {
   output: "auto" | "json" | "quiet";
   /** Files downloaded at the same time. */
   concurrency: number;
+  dht: GetDhtConfig;
+}
+
+/** How a get finds peers: through a running daemon, or a short-lived DHT node of its own. */
+export interface GetDhtConfig {
+  /** False with --no-dht: the mirror only. */
+  enabled: boolean;
+  /** The daemon's control API. */
+  daemonUrl: string;
+  /** Given with --daemon: then it must answer. */
+  daemonExplicit: boolean;
+  bootstrap: Endpoint[];
+  /** Where a daemon keeps its routing table, to join through without a bootstrap node. */
+  stateDir: string;
+  /** Address for the short-lived node's UDP socket. */
+  bind: string;
 }
 
 /** The daemon's TCP and UDP port. */

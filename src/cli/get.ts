@@ -2,6 +2,7 @@
  * `apt-p2p get`: resolve names through the verified index of the APT sources, obtain each file (cache,
  * else download), verify it and write it to the destination atomically.
  */
+import { existsSync } from "node:fs";
 import { access, constants, mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { GetConfig } from "../config.ts";
@@ -12,11 +13,16 @@ import { loadSourcesFile, loadSystemSources, type SourceEntry } from "../debian/
 import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from "../errors.ts";
 import { fetchUrl, type Fetcher } from "../http/fetch.ts";
 import { ContentCache } from "../store/cache.ts";
+import type { Contact } from "../dht/id.ts";
+import { DHT_STATE_FILE, DhtState } from "../dht/persist.ts";
 import { downloadToFile } from "../transfer/download.ts";
-import { deliverFile, obtainFile } from "../transfer/obtain.ts";
+import { deliverFile, fromSources, obtainFile } from "../transfer/obtain.ts";
+import { startPeerFinder, type PeerFinder } from "../transfer/peer-finder.ts";
 import { HttpSource } from "../transfer/source.ts";
+import { swarmDownload } from "../transfer/swarm.ts";
+import { findDaemon, viaDaemon } from "./daemon-get.ts";
 import type { CliIO } from "./io.ts";
-import { makeReporter, sourcesOf, type FileReport, type Reporter } from "./progress.ts";
+import { fileReport, makeReporter, sourcesOf, type FileReport, type Reporter } from "./progress.ts";
 
 const SUPPORTED_SCHEMES = ["http:", "https:", "file:"];
 
@@ -32,13 +38,40 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
   const rows = await resolveNames(names, config, io, deps);
   const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
   await prepareDestination(config.dest);
+  const reporter = makeReporter(io, config.output);
+  if (config.dht.enabled) {
+    const daemon = await findDaemon(config.dht.daemonUrl, config.dht.daemonExplicit);
+    if (daemon !== null) return downloadAll(unique, config, reporter, (row) => viaDaemon(daemon, row, config, reporter));
+  }
   const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
     throw asDestinationError(config.cacheDir, err);
   });
+  const finder = config.dht.enabled ? await startFinder(config, io) : null;
   try {
-    return await downloadAll(unique, config, cache, deps, makeReporter(io, config.output));
+    return await downloadAll(unique, config, reporter, (row) => downloadOne(row, config, cache, finder, deps, reporter));
   } finally {
+    finder?.close();
     cache.close();
+  }
+}
+
+/** A short-lived DHT node for this get, joined through --bootstrap or the daemon's saved contacts. */
+async function startFinder(config: GetConfig, io: CliIO): Promise<PeerFinder | null> {
+  let saved: Contact[] = [];
+  if (config.dht.bootstrap.length === 0 && existsSync(join(config.dht.stateDir, DHT_STATE_FILE))) {
+    try {
+      const state = DhtState.open(config.dht.stateDir);
+      saved = state.contacts();
+      state.close();
+    } catch (err) {
+      io.stderr(`W: cannot read the saved DHT contacts in ${config.dht.stateDir}: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+  }
+  try {
+    return await startPeerFinder({ bind: config.dht.bind, bootstrap: config.dht.bootstrap, saved });
+  } catch (err) {
+    io.stderr(`W: cannot start a DHT node (${err instanceof Error ? err.message : String(err)}); using the mirror only\n`);
+    return null;
   }
 }
 
@@ -122,9 +155,8 @@ async function prepareDestination(dest: string): Promise<void> {
 async function downloadAll(
   rows: PackageRow[],
   config: GetConfig,
-  cache: ContentCache,
-  deps: GetDeps,
   reporter: Reporter,
+  downloadRow: (row: PackageRow) => Promise<FileReport>,
 ): Promise<FileReport[]> {
   reporter.begin(rows.map((row) => ({ key: row.sha256, label: basename(row.filename), size: row.size })));
   const reports: FileReport[] = [];
@@ -134,7 +166,7 @@ async function downloadAll(
     while (next < rows.length) {
       const row = rows[next++]!;
       try {
-        const report = await downloadOne(row, config, cache, deps, reporter);
+        const report = await downloadRow(row);
         reports.push(report);
         reporter.done(report);
       } catch (err) {
@@ -152,31 +184,41 @@ async function downloadAll(
   return reports;
 }
 
-async function downloadOne(row: PackageRow, config: GetConfig, cache: ContentCache, deps: GetDeps, reporter: Reporter): Promise<FileReport> {
+/** Without a daemon: the cache, else peers found by a short-lived DHT node and the mirror together. */
+async function downloadOne(
+  row: PackageRow,
+  config: GetConfig,
+  cache: ContentCache,
+  finder: PeerFinder | null,
+  deps: GetDeps,
+  reporter: Reporter,
+): Promise<FileReport> {
   const started = deps.now();
   const name = basename(row.filename);
   const target = { name, size: row.size, sha256: row.sha256 };
-  const sources = [new HttpSource(`${row.uri}/${row.filename}`, deps.fetcher)];
+  const mirror = `${row.uri}/${row.filename}`;
   const destPath = join(config.dest, name);
-  const options = { onProgress: (bytes: number) => reporter.progress(row.sha256, bytes) };
-  let obtained = await obtainFile({ cache, now: deps.now }, target, sources, options);
+  const fetchInto = async (path: string) => {
+    const peers = finder === null ? [] : await finder.peersFor(row.sha256).catch(() => []);
+    if (peers.length === 0) {
+      return fromSources(target, [new HttpSource(mirror, deps.fetcher)], { onProgress: (n) => reporter.progress(row.sha256, n, "mirror") })(path);
+    }
+    reporter.peers(row.sha256, peers.length);
+    return swarmDownload(target, { mirrors: [mirror], peers }, path, { fetcher: deps.fetcher, getItem: (key) => finder!.getItem(key) }, {
+      onProgress: (event) => reporter.progress(row.sha256, event.bytes, event.kind),
+    });
+  };
+  const onCacheHit = (n: number) => reporter.progress(row.sha256, n, "cache");
+  let obtained = await obtainFile({ cache, now: deps.now }, target, fetchInto, onCacheHit);
   try {
     await deliverFile(obtained.file, target, destPath);
   } catch (err) {
     if (!(err instanceof HashMismatchError)) throw err;
     // The cached copy was damaged on disk after it was verified: drop it and fetch again once.
     await cache.forget(row.sha256);
-    obtained = await obtainFile({ cache, now: deps.now }, target, sources, options);
+    obtained = await obtainFile({ cache, now: deps.now }, target, fetchInto, onCacheHit);
     await deliverFile(obtained.file, target, destPath);
   }
-  return {
-    package: row.package,
-    version: row.version,
-    filename: row.filename,
-    path: destPath,
-    size: row.size,
-    sha256: row.sha256,
-    sources: sourcesOf(obtained.bytes),
-    seconds: (deps.now() - started) / 1000,
-  };
+  return fileReport(row, destPath, sourcesOf(obtained.bytes, obtained.perPeer), (deps.now() - started) / 1000);
 }
+

@@ -36,6 +36,10 @@ interface GetFlags extends IndexFlags {
   json: boolean;
   quiet: boolean;
   jobs: string;
+  dht: boolean;
+  daemon?: string;
+  bootstrap?: string;
+  stateDir?: string;
 }
 
 export interface ProgramDeps {
@@ -101,6 +105,10 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
     .addOption(new Option("--json", "print one JSON object per file").default(false).conflicts("quiet"))
     .addOption(new Option("-q, --quiet", "print nothing but errors").default(false))
     .addOption(new Option("-j, --jobs <n>", "files to download at once").default(String(DEFAULT_GET_CONCURRENCY)))
+    .addOption(new Option("--no-dht", "download from the mirror only, without looking for peers"))
+    .addOption(daemonOption().default(undefined, "a daemon on the configured port, if one runs"))
+    .addOption(new Option("--bootstrap <host:port,...>", "without a daemon: DHT nodes to join through (default: the daemon's saved contacts)").env("APT_P2P_BOOTSTRAP"))
+    .addOption(new Option("--state-dir <dir>", "without a daemon: where its saved DHT contacts are (default: $XDG_STATE_HOME/apt-p2p)").env("APT_P2P_STATE_DIR"))
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
     .action(async (names: string[], flags: GetFlags) => {
       const jobs = Number(flags.jobs);
@@ -112,6 +120,14 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
         dest: resolvePath(io.cwd, flags.dest),
         output: flags.json ? "json" : flags.quiet ? "quiet" : "auto",
         concurrency: jobs,
+        dht: {
+          enabled: flags.dht,
+          daemonUrl: daemonUrl(flags.daemon, io),
+          daemonExplicit: flags.daemon !== undefined,
+          bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
+          stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
+          bind: "0.0.0.0",
+        },
       };
       await runGet(names, config, io, deps.get);
     });

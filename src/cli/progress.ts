@@ -3,6 +3,7 @@
  * line per finished file otherwise, one JSON object per file with --json, nothing but errors with --quiet.
  */
 import cliProgress from "cli-progress";
+import type { PackageRow } from "../debian/index-store.ts";
 import type { BytesByKind } from "../transfer/download.ts";
 import type { CliIO } from "./io.ts";
 
@@ -13,20 +14,29 @@ export interface FileReport {
   path: string;
   size: number;
   sha256: string;
-  sources: { mirror: number; cache: number; peers: number };
+  /** Bytes by where they came from; `perPeer` by peer address ("address:port"). */
+  sources: { mirror: number; cache: number; peers: number; perPeer: Record<string, number> };
   seconds: number;
 }
 
+export type ByteKind = "mirror" | "peer" | "cache";
+
 export interface Reporter {
   begin(files: { key: string; label: string; size: number }[]): void;
-  progress(key: string, bytes: number): void;
+  progress(key: string, bytes: number, kind: ByteKind): void;
+  /** How many peers a file is being fetched from. */
+  peers(key: string, count: number): void;
   done(report: FileReport): void;
   failed(key: string, message: string): void;
   end(): void;
 }
 
-export function sourcesOf(bytes: BytesByKind): FileReport["sources"] {
-  return { mirror: bytes.mirror, cache: bytes.cache, peers: bytes.peer };
+export function fileReport(row: PackageRow, path: string, sources: FileReport["sources"], seconds: number): FileReport {
+  return { package: row.package, version: row.version, filename: row.filename, path, size: row.size, sha256: row.sha256, sources, seconds };
+}
+
+export function sourcesOf(bytes: BytesByKind, perPeer: Record<string, number> = {}): FileReport["sources"] {
+  return { mirror: bytes.mirror, cache: bytes.cache, peers: bytes.peer, perPeer };
 }
 
 export function makeReporter(io: CliIO, mode: "auto" | "json" | "quiet"): Reporter {
@@ -49,7 +59,8 @@ export function formatBytes(bytes: number): string {
 }
 
 function describeSources(s: FileReport["sources"]): string {
-  const parts = Object.entries(s)
+  const peerCount = Object.keys(s.perPeer).length;
+  const parts = Object.entries({ [`${peerCount} peer${peerCount === 1 ? "" : "s"}`]: s.peers, mirror: s.mirror, cache: s.cache })
     .filter(([, n]) => n > 0)
     .map(([kind, n]) => `${kind} ${formatBytes(n)}`);
   return parts.length > 0 ? parts.join(", ") : "empty file";
@@ -57,7 +68,8 @@ function describeSources(s: FileReport["sources"]): string {
 
 class QuietReporter implements Reporter {
   begin(_files: { key: string; label: string; size: number }[]): void {}
-  progress(_key: string, _bytes: number): void {}
+  progress(_key: string, _bytes: number, _kind: ByteKind): void {}
+  peers(_key: string, _count: number): void {}
   done(_report: FileReport): void {}
   failed(_key: string, _message: string): void {}
   end(): void {}
@@ -86,6 +98,17 @@ class BarReporter implements Reporter {
   private readonly bars = new Map<string, cliProgress.SingleBar>();
   private total: cliProgress.SingleBar | null = null;
   private readonly state = new Map<cliProgress.SingleBar, { value: number; startedAt: number }>();
+  private readonly peerCounts = new Map<string, number>();
+  private readonly split: Record<ByteKind, number> = { peer: 0, mirror: 0, cache: 0 };
+  private labelWidth = 5;
+
+  /** "total: 3 peers, 62% from peers": who the bytes come from. */
+  private totalLabel(): string {
+    const peers = [...this.peerCounts.values()].reduce((a, b) => Math.max(a, b), 0);
+    const fetched = this.split.peer + this.split.mirror;
+    const share = fetched === 0 ? 0 : Math.round((100 * this.split.peer) / fetched);
+    return `total, ${peers} peer${peers === 1 ? "" : "s"}, ${share}% from peers`;
+  }
 
   constructor(stream: NodeJS.WriteStream) {
     this.multi = new cliProgress.MultiBar(
@@ -104,15 +127,23 @@ class BarReporter implements Reporter {
 
   begin(files: { key: string; label: string; size: number }[]): void {
     const sum = files.reduce((n, f) => n + f.size, 0);
-    if (files.length > 1) this.total = this.multi.create(sum, 0, this.payload("total".padEnd(Math.min(36, Math.max(...files.map((f) => f.label.length), 5))), 0, sum, 0));
-    const width = Math.min(36, Math.max(...files.map((f) => f.label.length), 5));
+    this.labelWidth = Math.min(36, Math.max(...files.map((f) => f.label.length), 5));
+    this.total = this.multi.create(sum, 0, this.payload(this.totalLabel(), 0, sum, 0));
+    const width = this.labelWidth;
     for (const f of files) {
       const label = f.label.length > width ? `${f.label.slice(0, width - 1)}…` : f.label.padEnd(width);
       this.bars.set(f.key, this.multi.create(f.size, 0, this.payload(label, 0, f.size, 0)));
     }
   }
 
-  progress(key: string, bytes: number): void {
+  peers(key: string, count: number): void {
+    this.peerCounts.set(key, count);
+    this.total?.update({ label: this.totalLabel() });
+  }
+
+  progress(key: string, bytes: number, kind: ByteKind): void {
+    this.split[kind] += bytes;
+    if (this.total !== null) this.total.update({ label: this.totalLabel() });
     for (const bar of [this.bars.get(key), this.total]) {
       if (bar === undefined || bar === null) continue;
       const state = this.state.get(bar) ?? { value: 0, startedAt: Date.now() };

@@ -74,6 +74,8 @@ export interface DhtNodeOptions {
   rateLimit?: Partial<RateLimitOptions>;
   /** Run housekeeping timers (off in simulations that drive time themselves). */
   maintenance?: boolean;
+  /** Refresh every bucket after joining (default true; a short-lived lookup-only node skips it). */
+  refreshOnJoin?: boolean;
 }
 
 export interface DhtStats {
@@ -194,6 +196,7 @@ export class DhtNode {
   async join(): Promise<void> {
     await Promise.all(this.saved.map((c) => this.ping(c).catch(() => undefined)));
     await this.runLookup(this.id, "find_node", this.bootstrap);
+    if (this.options.refreshOnJoin === false) return;
     const everyBucket = -1; // idle for longer than -1 ms: all of them
     await Promise.all(this.table.refreshTargets(this.clock(), everyBucket).map((t) => this.runLookup(t, "find_node").catch(() => undefined)));
   }

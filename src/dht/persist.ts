@@ -7,6 +7,9 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { ID_BYTES, type Contact, type NodeId } from "./id.ts";
 
+/** The file in the state dir. */
+export const DHT_STATE_FILE = "dht.sqlite";
+
 export class DhtState {
   private db: Database | null;
 
@@ -16,7 +19,7 @@ export class DhtState {
 
   static open(stateDir: string): DhtState {
     mkdirSync(stateDir, { recursive: true });
-    const db = new Database(join(stateDir, "dht.sqlite"), { create: true });
+    const db = new Database(join(stateDir, DHT_STATE_FILE), { create: true });
     db.exec(`
       PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
       CREATE TABLE IF NOT EXISTS node (key TEXT PRIMARY KEY, value BLOB NOT NULL);

@@ -26,3 +26,8 @@ export function parseRange(header: string | null | undefined, size: number): Ran
   if (end < start) return { kind: "full" }; // An invalid range-spec is ignored, per RFC 9110.
   return { kind: "range", start, end };
 }
+
+/** The Content-Range value answering `result`: "bytes START-END/SIZE" for a 206, "bytes *\/SIZE" for a 416. */
+export function contentRange(result: Exclude<RangeResult, { kind: "full" }>, size: number): string {
+  return result.kind === "range" ? `bytes ${result.start}-${result.end}/${size}` : `bytes */${size}`;
+}

@@ -66,8 +66,20 @@ async function serveOne(handler: Handler, req: IncomingMessage, res: ServerRespo
   }
   try {
     for await (const chunk of response.body) {
-      if (!res.write(chunk)) await new Promise<void>((resolve) => res.once("drain", resolve));
       if (res.destroyed) break;
+      // Wait for room, or for the client to go away (then "drain" never comes, "close" does).
+      if (!res.write(chunk)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            res.off("drain", done);
+            res.off("close", done);
+            resolve();
+          };
+          res.once("drain", done);
+          res.once("close", done);
+        });
+      }
+      if (res.destroyed) break; // Leaving the loop cancels the body, releasing what it holds.
     }
     res.end();
   } catch (err) {

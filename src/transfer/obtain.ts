@@ -15,6 +15,8 @@ import { Sha256Verifier } from "./verifier.ts";
 export interface Obtained {
   file: CachedFile;
   bytes: BytesByKind;
+  /** Verified bytes by peer ("address:port"). */
+  perPeer: Record<string, number>;
 }
 
 export interface ObtainContext {
@@ -22,18 +24,33 @@ export interface ObtainContext {
   now: () => number;
 }
 
+/** What a download into a temp path gives back: bytes by kind of source, and by peer. */
+export interface Fetched {
+  bytes: BytesByKind;
+  perPeer?: Record<string, number>;
+}
+
+/** Downloads the target into `path` (which must not exist), verified, or throws leaving nothing there. */
+export type FetchInto = (path: string) => Promise<Fetched>;
+
+/** The plain way: byte sources in order, resuming where one stopped (src/transfer/download.ts). */
+export function fromSources(target: DownloadTarget, sources: ByteSource[], options: DownloadOptions = {}): FetchInto {
+  return async (path) => ({ bytes: await downloadToFile(target, sources, path, options) });
+}
+
 /** Same-process requests for one hash share a single download. */
 const inFlight = new Map<string, Promise<Obtained>>();
 
+/** The verified file from the cache, or fetched with `fetchInto` and adopted into the cache. */
 export function obtainFile(
   ctx: ObtainContext,
   target: DownloadTarget,
-  sources: ByteSource[],
-  options: DownloadOptions = {},
+  fetchInto: FetchInto,
+  onCacheHit?: (bytes: number) => void,
 ): Promise<Obtained> {
   const running = inFlight.get(target.sha256);
   if (running !== undefined) return running;
-  const work = obtainUncoalesced(ctx, target, sources, options).finally(() => inFlight.delete(target.sha256));
+  const work = obtainUncoalesced(ctx, target, fetchInto, onCacheHit).finally(() => inFlight.delete(target.sha256));
   inFlight.set(target.sha256, work);
   return work;
 }
@@ -41,20 +58,20 @@ export function obtainFile(
 async function obtainUncoalesced(
   ctx: ObtainContext,
   target: DownloadTarget,
-  sources: ByteSource[],
-  options: DownloadOptions,
+  fetchInto: FetchInto,
+  onCacheHit?: (bytes: number) => void,
 ): Promise<Obtained> {
   const hit = await ctx.cache.lookup(target.sha256);
   if (hit !== null && hit.size === target.size) {
     ctx.cache.touch(target.sha256, ctx.now());
-    options.onProgress?.(hit.size);
-    return { file: hit, bytes: { ...emptyBytesByKind(), cache: hit.size } };
+    onCacheHit?.(hit.size);
+    return { file: hit, bytes: { ...emptyBytesByKind(), cache: hit.size }, perPeer: {} };
   }
   const temp = ctx.cache.tempPath(target.name);
-  const bytes = await downloadToFile(target, sources, temp, options);
+  const fetched = await fetchInto(temp);
   try {
     const file = await ctx.cache.adopt(temp, { sha256: target.sha256, size: target.size, name: target.name }, ctx.now());
-    return { file, bytes };
+    return { file, bytes: fetched.bytes, perPeer: fetched.perPeer ?? {} };
   } catch (err) {
     await rm(temp, { force: true });
     throw asDestinationError(ctx.cache.dir, err);
@@ -66,8 +83,19 @@ async function obtainUncoalesced(
  * then renames it into place. On any failure nothing is left at or beside `destPath`.
  */
 export async function deliverFile(file: CachedFile, expected: DownloadTarget, destPath: string): Promise<void> {
+  const chunks = (async function* () {
+    for await (const chunk of createReadStream(file.path, { highWaterMark: 1 << 20 })) yield chunk as Uint8Array;
+  })();
+  await deliverStream(chunks, expected, destPath, `${expected.name} in the cache (${file.path})`);
+}
+
+/**
+ * Writes a stream to `destPath` through a hidden temp file beside it, verifying size and SHA-256, and
+ * renames it into place only when both match. On any failure nothing is left at or beside `destPath`.
+ */
+export async function deliverStream(chunks: AsyncIterable<Uint8Array>, expected: DownloadTarget, destPath: string, what = expected.name): Promise<void> {
   const temp = join(dirname(destPath), `.${basename(destPath)}.apt-p2p-${process.pid}.partial`);
-  const verifier = new Sha256Verifier(expected, `${expected.name} in the cache (${file.path})`);
+  const verifier = new Sha256Verifier(expected, what);
   let out;
   try {
     out = await open(temp, "w");
@@ -76,8 +104,7 @@ export async function deliverFile(file: CachedFile, expected: DownloadTarget, de
   }
   let ok = false;
   try {
-    for await (const chunk of createReadStream(file.path, { highWaterMark: 1 << 20 })) {
-      const bytes = chunk as Buffer;
+    for await (const bytes of chunks) {
       verifier.update(bytes);
       await out.write(bytes).catch((err: unknown) => {
         throw asDestinationError(destPath, err);
@@ -99,4 +126,3 @@ export async function deliverFile(file: CachedFile, expected: DownloadTarget, de
     }
   }
 }
-

@@ -100,7 +100,7 @@ describe("apt-p2p get against a signed local repository", () => {
       path: join(s.dest, "hello_2.10-3_amd64.deb"),
       size,
       sha256: await sha256File(pool),
-      sources: { mirror: size, cache: 0, peers: 0 },
+      sources: { mirror: size, cache: 0, peers: 0, perPeer: {} },
       seconds: expect.any(Number),
     });
     expect(await sha256File(join(s.dest, "hello_2.10-3_amd64.deb"))).toBe(await sha256File(pool));
@@ -138,7 +138,7 @@ describe("apt-p2p get against a signed local repository", () => {
     const second = await runApt(s.args("--json", "bigpkg"));
     expect(second.code).toBe(0);
     const [line] = jsonLines(second.stdout);
-    expect(line?.sources).toEqual({ mirror: 0, cache: line?.size, peers: 0 });
+    expect(line?.sources).toEqual({ mirror: 0, cache: line?.size, peers: 0, perPeer: {} });
     const after = mirror.requests.slice(before);
     expect(after.map((r) => `${r.path} ${r.status}`)).toEqual(["/dists/stable/InRelease 304"]);
     expect(await sha256File(join(s.dest, "bigpkg_1.0-1_amd64.deb"))).toBe(await sha256File(join(repo.root, repo.debs.get("bigpkg_1:1.0-1")!)));

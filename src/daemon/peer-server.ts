@@ -1,0 +1,217 @@
+/**
+ * The peer HTTP handler: files we hashed ourselves, by content address only, and the piece lists of the
+ * large ones. Nothing else on disk is reachable: a request names a SHA-256 (or a piece-list key), never
+ * a path. Uploads are bounded by a global token bucket and a cap on concurrent uploads per address.
+ *
+ *   GET|HEAD /~/<64 lower-hex sha256>       the file (Range: 206 / 416)
+ *   GET|HEAD /~/pieces/<40 lower-hex key>   its piece-list item (src/transfer/pieces.ts pieceListItem)
+ *
+ * A plain function from Request to Response; src/http/server.ts `listen()` binds it to a socket with
+ * keep-alive and pipelining.
+ */
+import { stat } from "node:fs/promises";
+import { contentRange, parseRange } from "../http/range.ts";
+import type { RequestInfo } from "../http/server.ts";
+import type { ServedFile, ServedFiles } from "../store/served.ts";
+import { throttleStream, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
+
+export const PEER_PREFIX = "/~/";
+
+/** How long a peer refused for too many concurrent uploads should wait: about one piece's transfer. */
+export const DEFAULT_RETRY_AFTER_SECONDS = 2;
+
+/** Content addresses never change, so caches may keep them for a year (the longest RFC 9111 advises). */
+const IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable";
+
+const FILE_PATH = /^\/~\/([0-9a-f]{64})$/;
+const PIECE_LIST_PATH = /^\/~\/pieces\/([0-9a-f]{40})$/;
+
+/** Counters the handler keeps up to date; make one with `newPeerServerStats()` and read it any time. */
+export interface PeerServerStats {
+  /** Requests handled, whatever their answer. */
+  requests: number;
+  /** Body bytes handed to the socket (files and piece lists). */
+  bytesSent: number;
+  /** Requests refused with 503 because their address had all its upload slots in use. */
+  refused503: number;
+  /** Requests answered 404 (unknown, malformed or changed on disk). */
+  notFound: number;
+}
+
+export function newPeerServerStats(): PeerServerStats {
+  return { requests: 0, bytesSent: 0, refused503: 0, notFound: 0 };
+}
+
+export interface PeerServerDeps {
+  served: ServedFiles;
+  /** The global upload rate; null for unlimited. */
+  bucket: TokenBucket | null;
+  slots: UploadSlots;
+  stats: PeerServerStats;
+  /** How the body waits when the bucket asks it to. Default: a timer. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Retry-After of a 503. Default DEFAULT_RETRY_AFTER_SECONDS. */
+  retryAfterSeconds?: number;
+}
+
+export async function handlePeer(request: Request, info: RequestInfo, deps: PeerServerDeps): Promise<Response> {
+  deps.stats.requests += 1;
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return text(405, "Method not allowed: the peer port answers GET and HEAD only\n", { Allow: "GET, HEAD" });
+  }
+  // The URL parser has already resolved dot segments (also %2e%2e), so a traversal attempt arrives
+  // here as some other path and matches neither pattern.
+  const path = new URL(request.url).pathname;
+  const file = FILE_PATH.exec(path);
+  if (file !== null) return serveFile(request, info, deps, file[1]!);
+  const pieces = PIECE_LIST_PATH.exec(path);
+  if (pieces !== null) return servePieceList(request, deps, pieces[1]!);
+  return notFound(deps);
+}
+
+async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDeps, sha256: string): Promise<Response> {
+  const file = deps.served.bySha256(sha256);
+  if (file === null || !(await unchangedOnDisk(file))) {
+    if (file !== null) deps.served.invalidate(sha256);
+    return notFound(deps);
+  }
+  const etag = `"${file.sha256}"`;
+  const headers: Record<string, string> = {
+    "Accept-Ranges": "bytes",
+    "Content-Type": "application/octet-stream",
+    ETag: etag,
+    "Cache-Control": IMMUTABLE_CACHE_CONTROL,
+  };
+  // If-Range naming another representation asks for the whole file; ours never changes, so only a
+  // mismatching validator (or a date, which we do not send) turns Range off.
+  const ifRange = request.headers.get("if-range");
+  const range = ifRange === null || ifRange === etag ? parseRange(request.headers.get("range"), file.size) : { kind: "full" as const };
+  if (range.kind === "unsatisfiable") {
+    return new Response(null, { status: 416, headers: { ...headers, "Content-Range": contentRange(range, file.size), "Content-Length": "0" } });
+  }
+  const start = range.kind === "range" ? range.start : 0;
+  const end = range.kind === "range" ? range.end : file.size - 1;
+  const length = end - start + 1;
+  headers["Content-Length"] = String(length);
+  const status = range.kind === "range" ? 206 : 200;
+  if (range.kind === "range") headers["Content-Range"] = contentRange(range, file.size);
+  if (request.method === "HEAD" || length === 0) return new Response(null, { status, headers });
+
+  const release = deps.slots.acquire(info.remoteAddress);
+  if (release === null) {
+    deps.stats.refused503 += 1;
+    const retryAfter = deps.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
+    return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
+  }
+  const source = Bun.file(file.path).slice(start, end + 1).stream();
+  const body = tracked(throttleStream(source, deps.bucket, deps.sleep ?? defaultSleep), length, deps.stats, (outcome) => {
+    release();
+    // The file shrank after it was checked: it no longer is what we hashed.
+    if (outcome === "short") deps.served.invalidate(sha256);
+  });
+  return new Response(body, { status, headers });
+}
+
+function servePieceList(request: Request, deps: PeerServerDeps, keyHex: string): Response {
+  const item = deps.served.pieceListByKey(keyHex);
+  if (item === null) return notFound(deps);
+  const headers = {
+    "Content-Type": "application/octet-stream",
+    "Content-Length": String(item.length),
+    ETag: `"${keyHex}"`,
+    "Cache-Control": IMMUTABLE_CACHE_CONTROL,
+  };
+  if (request.method === "HEAD") return new Response(null, { status: 200, headers });
+  // Piece lists are small (20 bytes a piece) and held in memory: they take no upload slot, but their
+  // bytes count against the global rate like any other upload.
+  const source = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(item);
+      controller.close();
+    },
+  });
+  const body = tracked(throttleStream(source, deps.bucket, deps.sleep ?? defaultSleep), item.length, deps.stats, () => {});
+  return new Response(body, { status: 200, headers });
+}
+
+/** The file is still the one we hashed: same size and modification time (to the millisecond). */
+async function unchangedOnDisk(file: ServedFile): Promise<boolean> {
+  try {
+    const info = await stat(file.path);
+    return info.isFile() && info.size === file.size && Math.floor(info.mtimeMs) === Math.floor(file.mtimeMs);
+  } catch (err) {
+    const code = (err as { code?: string } | null)?.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return false;
+    throw err;
+  }
+}
+
+type Outcome = "complete" | "short" | "error" | "cancelled";
+
+/**
+ * Counts the bytes of `body` into stats.bytesSent and calls `settle` exactly once when it ends: read to
+ * the end, failed, cancelled by the consumer (the client went away), or ended before `expected` bytes
+ * (turned into an error, so the connection is cut rather than left waiting for missing bytes).
+ */
+function tracked(
+  body: ReadableStream<Uint8Array>,
+  expected: number,
+  stats: PeerServerStats,
+  settle: (outcome: Outcome) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let sent = 0;
+  let settled = false;
+  const finish = (outcome: Outcome) => {
+    if (settled) return;
+    settled = true;
+    settle(outcome);
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let next: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          next = await reader.read();
+        } catch (err) {
+          finish("error");
+          throw err;
+        }
+        if (next.done) {
+          if (sent < expected) {
+            finish("short");
+            throw new Error(`File ended after ${sent} of ${expected} bytes: it changed on disk`);
+          }
+          finish("complete");
+          controller.close();
+          return;
+        }
+        sent += next.value.length;
+        stats.bytesSent += next.value.length;
+        controller.enqueue(next.value);
+      },
+      async cancel(reason) {
+        finish("cancelled");
+        await reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function notFound(deps: PeerServerDeps): Response {
+  deps.stats.notFound += 1;
+  return text(404, "Not found\n");
+}
+
+function text(status: number, body: string, headers: Record<string, string> = {}): Response {
+  const bytes = new TextEncoder().encode(body);
+  return new Response(bytes, {
+    status,
+    headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Length": String(bytes.length), ...headers },
+  });
+}
+
+function defaultSleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
