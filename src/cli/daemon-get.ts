@@ -4,6 +4,7 @@
  */
 import { basename, join } from "node:path";
 import type { GetConfig } from "../config.ts";
+import type { DownloadEvent } from "../daemon/downloads.ts";
 import type { PackageRow } from "../debian/index-store.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import { deliverStream } from "../transfer/obtain.ts";
@@ -29,13 +30,6 @@ export async function findDaemon(url: string, explicit: boolean): Promise<string
   if (explicit) throw new AptP2pError(ErrorCode.DaemonUnreachable, `The service at ${url} is not an apt-p2p daemon`);
   return null;
 }
-
-/** One event of the daemon's NDJSON answer to POST /api/download. */
-export type DownloadEvent =
-  | { type: "peers"; count: number }
-  | { type: "progress"; bytes: number; kind: "mirror" | "peer" | "cache" }
-  | { type: "done"; sources: FileReport["sources"] }
-  | { type: "error"; code: string; message: string; hints?: string[] };
 
 export async function viaDaemon(daemon: string, row: PackageRow, config: GetConfig, reporter: Reporter): Promise<FileReport> {
   const started = performance.now();

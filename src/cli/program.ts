@@ -1,5 +1,6 @@
 /** The commander program: commands, options and their precedence (flag > environment > default). */
 import { Command, Option } from "commander";
+import { access, constants } from "node:fs/promises";
 import packageJson from "../../package.json";
 import {
   DEFAULT_GET_CONCURRENCY,
@@ -12,7 +13,9 @@ import {
   resolvePath,
   type GetConfig,
 } from "../config.ts";
+import { DEFAULT_UPLOADS_PER_ADDRESS, type ServeConfig } from "../daemon/daemon.ts";
 import { idFromHex } from "../dht/id.ts";
+import { parseRate } from "../transfer/throttle.ts";
 import type { DhtStats } from "../dht/node.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import { askDaemon, printLookup, printStats, type LookupAnswer } from "./dht.ts";
@@ -40,6 +43,28 @@ interface GetFlags extends IndexFlags {
   daemon?: string;
   bootstrap?: string;
   stateDir?: string;
+}
+
+interface ServeFlags {
+  port: string;
+  bind: string;
+  bootstrap?: string;
+  stateDir?: string;
+  cacheDir?: string;
+  seedDir: string[];
+  seedAptArchives: boolean;
+  uploadLimit: string;
+  maxUploadsPerAddress: string;
+}
+
+/** APT's own package cache, seeded by default. */
+const APT_ARCHIVES = "/var/cache/apt/archives";
+
+async function isReadableDir(path: string): Promise<boolean> {
+  return access(path, constants.R_OK | constants.X_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 export interface ProgramDeps {
@@ -140,15 +165,32 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
     .addOption(new Option("--bootstrap <host:port,...>", "DHT nodes to join through (none: rejoin through saved contacts)").env("APT_P2P_BOOTSTRAP"))
     .addOption(new Option("--state-dir <dir>", "state directory (default: $XDG_STATE_HOME/apt-p2p or ~/.local/state/apt-p2p)").env("APT_P2P_STATE_DIR"))
     .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
+    .addOption(
+      new Option("--seed-dir <dir>", "also serve the .deb files of this directory (repeatable)")
+        .argParser((value: string, previous: string[] = []) => [...previous, value])
+        .default([] as string[], "none"),
+    )
+    .addOption(new Option("--no-seed-apt-archives", `do not serve ${APT_ARCHIVES} (served by default when readable)`))
+    .addOption(new Option("--upload-limit <rate>", "upload rate to all peers together, e.g. 2MB/s or 500KiB/s (0: unlimited)").default("0").env("APT_P2P_UPLOAD_LIMIT"))
+    .addOption(new Option("--max-uploads-per-address <n>", "concurrent uploads to one address").default(String(DEFAULT_UPLOADS_PER_ADDRESS)))
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
-    .action(async (flags: { port: string; bind: string; bootstrap?: string; stateDir?: string; cacheDir?: string }) => {
-      const config = {
+    .action(async (flags: ServeFlags) => {
+      const perAddress = Number(flags.maxUploadsPerAddress);
+      if (!Number.isInteger(perAddress) || perAddress < 1 || perAddress > 1000) {
+        throw new AptP2pError(ErrorCode.Usage, `Invalid --max-uploads-per-address '${flags.maxUploadsPerAddress}': expected a whole number from 1 to 1000`);
+      }
+      const seedDirs = flags.seedDir.map((d) => resolvePath(io.cwd, d));
+      if (flags.seedAptArchives && (await isReadableDir(APT_ARCHIVES))) seedDirs.push(APT_ARCHIVES);
+      const config: ServeConfig = {
         port: parsePort(flags.port, "--port", true),
         bind: flags.bind,
         bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
         stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
         cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
         version: VERSION,
+        seedDirs,
+        uploadLimit: parseRate(flags.uploadLimit),
+        maxUploadsPerAddress: perAddress,
       };
       await runServe(config, io, (deps.stopServe ?? untilSignal)());
     });

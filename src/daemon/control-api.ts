@@ -4,12 +4,17 @@
  */
 import { idFromHex, idToHex } from "../dht/id.ts";
 import type { DhtNode } from "../dht/node.ts";
+import { AptP2pError, ErrorCode } from "../errors.ts";
 import { isLoopback, type RequestInfo } from "../http/server.ts";
+import type { Obtained } from "../transfer/obtain.ts";
+import { parseDownloadRequest, type DownloadEvent, type DownloadRequest } from "./downloads.ts";
 
 export const CONTROL_PREFIX = "/api/";
 
 export interface ControlDeps {
   node: DhtNode;
+  /** Runs a download for a client (POST /api/download); absent, the endpoint answers 404. */
+  download?: (request: DownloadRequest, emit: (event: DownloadEvent) => void) => Promise<Obtained>;
   /** The TCP port peers reach our files on (announced with keys). */
   peerPort: number;
   startedAt: number;
@@ -49,9 +54,49 @@ export async function handleControl(request: Request, info: RequestInfo, deps: C
       const result = await deps.node.announce(key, port);
       return json({ key: idToHex(key), port, storedAt: result.stored, durationMs: result.durationMs });
     }
-    default:
-      return text(404, `No control endpoint ${route}.\n`);
+    case "POST /api/download": {
+      if (deps.download === undefined) break;
+      let parsed: DownloadRequest;
+      try {
+        parsed = parseDownloadRequest(await request.json());
+      } catch (err) {
+        return text(400, `${err instanceof Error ? err.message : String(err)}\n`);
+      }
+      return streamDownload(parsed, deps.download);
+    }
   }
+  return text(404, `No control endpoint ${route}.\n`);
+}
+
+/** The download's events as NDJSON, ending with "done" or "error". */
+function streamDownload(request: DownloadRequest, download: NonNullable<ControlDeps["download"]>): Response {
+  const encoder = new TextEncoder();
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      let open = true;
+      const emit = (event: DownloadEvent) => {
+        if (open) controller.enqueue(encoder.encode(`${JSON.stringify(event)}\n`));
+      };
+      download(request, emit).then(
+        (obtained) => {
+          emit({ type: "done", sources: { mirror: obtained.bytes.mirror, cache: obtained.bytes.cache, peers: obtained.bytes.peer, perPeer: obtained.perPeer } });
+        },
+        (err: unknown) => {
+          const known = err instanceof AptP2pError;
+          emit({
+            type: "error",
+            code: known ? err.code : ErrorCode.Internal,
+            message: err instanceof Error ? err.message : String(err),
+            hints: known ? err.hints : undefined,
+          });
+        },
+      ).finally(() => {
+        open = false;
+        controller.close();
+      });
+    },
+  });
+  return new Response(body, { headers: { "Content-Type": "application/x-ndjson" } });
 }
 
 function parseKey(value: string | null): Uint8Array | null {

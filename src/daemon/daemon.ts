@@ -8,9 +8,17 @@ import { ID_BYTES, type Endpoint } from "../dht/id.ts";
 import { DhtNode } from "../dht/node.ts";
 import { DhtState } from "../dht/persist.ts";
 import { bindUdp, type DatagramSocket } from "../dht/socket.ts";
-import { AptP2pError, ErrorCode } from "../errors.ts";
-import { listen, type HttpServer } from "../http/server.ts";
+import { join } from "node:path";
+import { AptP2pError, ErrorCode, asDestinationError } from "../errors.ts";
+import { fetchUrl } from "../http/fetch.ts";
+import { listen, type HttpServer, type RequestInfo } from "../http/server.ts";
+import { ContentCache } from "../store/cache.ts";
+import { SeedIndex } from "../store/seed-index.ts";
+import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
 import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
+import { runDownload } from "./downloads.ts";
+import { handlePeer, newPeerServerStats, PEER_PREFIX, type PeerServerDeps } from "./peer-server.ts";
+import { Seeder } from "./seeder.ts";
 
 /** How often the routing table is saved while running (and always at shutdown). */
 export const SAVE_CONTACTS_MS = 5 * 60_000;
@@ -24,6 +32,21 @@ export interface ServeConfig {
   stateDir: string;
   cacheDir: string;
   version: string;
+  /** Directories of .deb files to seed besides the cache (such as /var/cache/apt/archives). */
+  seedDirs: string[];
+  /** Upload rate for all peers together, bytes per second; 0 = unlimited. */
+  uploadLimit: number;
+  /** Concurrent uploads to one address. */
+  maxUploadsPerAddress: number;
+}
+
+/** Concurrent uploads to one address by default: a downloader keeps a few requests in flight. */
+export const DEFAULT_UPLOADS_PER_ADDRESS = 8;
+
+interface DaemonParts {
+  cache: ContentCache;
+  index: SeedIndex;
+  seeder: Seeder;
 }
 
 export class Daemon {
@@ -35,6 +58,7 @@ export class Daemon {
     readonly node: DhtNode,
     readonly http: HttpServer,
     private readonly state: DhtState,
+    private readonly parts: DaemonParts,
     private readonly log: (line: string) => void,
   ) {
     this.joined = node.start().then(
@@ -43,6 +67,7 @@ export class Daemon {
     );
     this.saveTimer = setInterval(() => this.saveContacts(), SAVE_CONTACTS_MS);
     this.saveTimer.unref?.();
+    parts.seeder.start();
   }
 
   get port(): number {
@@ -51,23 +76,47 @@ export class Daemon {
 
   static async start(config: ServeConfig, log: (line: string) => void): Promise<Daemon> {
     const state = DhtState.open(config.stateDir);
+    const opened: { close(): void }[] = [state];
     try {
       const id = state.nodeId(() => new Uint8Array(randomBytes(ID_BYTES)));
+      const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
+        throw asDestinationError(config.cacheDir, err);
+      });
+      opened.push(cache);
+      const index = SeedIndex.open(join(config.stateDir, "seed.sqlite"));
+      opened.push(index);
       const startedAt = Date.now();
-      let node: DhtNode | undefined;
-      const handler = async (request: Request, info: { remoteAddress: string; remotePort: number }) => {
+      const peerDeps: PeerServerDeps = {
+        served: index,
+        bucket: uploadBucket(config.uploadLimit, () => performance.now()),
+        slots: new UploadSlots(config.maxUploadsPerAddress),
+        stats: newPeerServerStats(),
+      };
+      let wired: { node: DhtNode; seeder: Seeder; port: number } | undefined;
+      const handler = async (request: Request, info: RequestInfo) => {
         const path = new URL(request.url).pathname;
-        if (path.startsWith(CONTROL_PREFIX) && node !== undefined) {
-          return handleControl(request, info, { node, peerPort: http.port, startedAt, version: config.version });
+        if (path.startsWith(PEER_PREFIX)) return handlePeer(request, info, peerDeps);
+        if (path.startsWith(CONTROL_PREFIX) && wired !== undefined) {
+          const { node, seeder, port } = wired;
+          return handleControl(request, info, {
+            node,
+            peerPort: port,
+            startedAt,
+            version: config.version,
+            download: (req, emit) =>
+              runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, emit),
+          });
         }
         return new Response("Not found\n", { status: 404 });
       };
       const { http, socket } = await bindBoth(handler, config);
-      node = new DhtNode({ socket, id, bootstrap: config.bootstrap, savedContacts: state.contacts() });
+      const node = new DhtNode({ socket, id, bootstrap: config.bootstrap, savedContacts: state.contacts() });
+      const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
+      wired = { node, seeder, port: http.port };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, log);
+      return new Daemon(node, http, state, { cache, index, seeder }, log);
     } catch (err) {
-      state.close();
+      for (const part of opened.reverse()) part.close();
       throw err;
     }
   }
@@ -82,8 +131,11 @@ export class Daemon {
     this.saveContacts();
     this.closed = true;
     if (this.saveTimer !== undefined) clearInterval(this.saveTimer);
+    await this.parts.seeder.close();
     this.node.close();
     await this.http.close();
+    this.parts.index.close();
+    this.parts.cache.close();
     this.state.close();
   }
 }

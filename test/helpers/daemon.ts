@@ -11,7 +11,7 @@ export interface ServeProcess {
 }
 
 export async function startServe(args: string[], options: { env?: Record<string, string> } = {}): Promise<ServeProcess> {
-  const proc = Bun.spawn([process.execPath, join(REPO_ROOT, "src/cli.ts"), "serve", "--bind", "127.0.0.1", "--port", "0", ...args], {
+  const proc = Bun.spawn([process.execPath, join(REPO_ROOT, "src/cli.ts"), "serve", "--bind", "127.0.0.1", "--port", "0", "--no-seed-apt-archives", ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...options.env },
     stdin: "ignore",
