@@ -67,7 +67,10 @@ export class Daemon {
     );
     this.saveTimer = setInterval(() => this.saveContacts(), SAVE_CONTACTS_MS);
     this.saveTimer.unref?.();
-    parts.seeder.start();
+    // Announcing before the node has joined would store nothing: seed once the table is filled.
+    void this.joined.then(() => {
+      if (!this.closed) parts.seeder.start();
+    });
   }
 
   get port(): number {
