@@ -116,7 +116,7 @@ describe("apt-p2p get from a swarm", () => {
       expect(r.code).toBe(0);
       expect(r.stderr).toContain("using the index verified at");
       const [line] = jsonLines(r.stdout);
-      expect((line!.sources as { peers: number }).peers).toBe(line!.size);
+      expect((line!.sources as { peers: number }).peers).toBe(line!.size as number);
       expect(await sha256File(join(dest, "ten_1.0_amd64.deb"))).toBe(sha.ten!);
     } finally {
       mirror.failWith = null;
