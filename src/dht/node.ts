@@ -54,6 +54,8 @@ export const VALUES_BUDGET_BYTES = 900;
  * (9 bytes each), so that the store's round-robin moves on by about what is actually sent.
  */
 const MAX_VALUES_PER_ANSWER = Math.floor(VALUES_BUDGET_BYTES / 9);
+/** Values of our own store added to a lookup's result at most. */
+const LOCAL_VALUES_MAX = 512;
 /** apt-p2p's client version, sent as `v`: "AP" and version 0.1. */
 export const CLIENT_VERSION = new Uint8Array([0x41, 0x50, 0x00, 0x01]);
 
@@ -225,7 +227,12 @@ export class DhtNode {
   /** Every peer the nodes closest to the key know for it. */
   async getPeers(key: NodeId): Promise<PeersFound> {
     const result = await this.runLookup(key, "get_peers");
-    return { peers: result.values, durationMs: result.durationMs, queried: result.queried };
+    // We may be among the closest nodes ourselves: what others announced to us counts too.
+    const peers = new Map(result.values.map((p) => [`${p.address}:${p.port}`, p]));
+    for (const p of this.store.peers(key, this.clock(), LOCAL_VALUES_MAX)) {
+      if (!peers.has(`${p.address}:${p.port}`)) peers.set(`${p.address}:${p.port}`, p);
+    }
+    return { peers: [...peers.values()], durationMs: result.durationMs, queried: result.queried };
   }
 
   /**

@@ -575,3 +575,23 @@ describe("DhtNodes together", () => {
     await expect(peer.ask(node.local, { method: "ping", id: peer.id })).rejects.toThrow("no reply");
   });
 });
+
+describe("getPeers() and our own store", () => {
+  test("a node finds the values announced to itself, not only those held by others", async () => {
+    const net = new MemoryNetwork();
+    const a = new DhtNode({ socket: net.bind(), maintenance: false });
+    await a.start();
+    const b = new DhtNode({ socket: net.bind(), bootstrap: [a.local], maintenance: false });
+    await b.start();
+    try {
+      const key = new Uint8Array(20).fill(0x42);
+      // With two nodes, b's announce is stored at a only.
+      expect((await b.announce(key, 4321)).stored).toBe(1);
+      const found = await a.getPeers(key);
+      expect(found.peers.map((p) => p.port)).toEqual([4321]);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
