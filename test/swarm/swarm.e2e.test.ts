@@ -62,7 +62,7 @@ beforeAll(async () => {
     );
   }
   // Every seeder has hashed its files and announced each of them.
-  for (const p of PACKAGES) await waitFor(async () => (await peersOf(p.name)).length === SEEDERS, `the seeders of ${p.name}`, 60_000);
+  for (const p of PACKAGES) await waitFor(async () => (await peersOf(p.name)).length === SEEDERS, `the seeders of ${p.name}`, 90_000);
 }, 180_000);
 
 afterAll(async () => {
