@@ -181,29 +181,33 @@ export async function lookupPorts(daemon: Daemon, sha256: string): Promise<numbe
 }
 
 /**
- * Polls lookups until every file is found at all of its holders' ports, `parallel` lookups at a time;
- * returns the files still short at the deadline (empty when all are announced).
+ * Polls lookups until every file is found at all of its holders' ports; returns the files still short
+ * at the deadline (empty when all are announced). Lookups are DHT traffic from 127.0.0.1 like the
+ * seeders' announces, and on one host they share its per-address rate limit; so each round looks up
+ * at most `perRound` files (`parallel` at once), the ones not yet confirmed, and then pauses.
  */
 export async function waitForAnnounces(
   daemon: Daemon,
   holders: Map<string, number[]>,
-  options: { timeoutMs: number; parallel: number; onRound?: (missing: number) => void },
+  options: { timeoutMs: number; parallel: number; perRound: number; pauseMs: number; onRound?: (missing: number) => void },
 ): Promise<string[]> {
   let missing = [...holders.keys()];
   const until = Date.now() + options.timeoutMs;
   while (missing.length > 0 && Date.now() < until) {
-    const stillMissing: string[] = [];
-    for (let i = 0; i < missing.length; i += options.parallel) {
-      const batch = missing.slice(i, i + options.parallel);
+    const confirmed = new Set<string>();
+    const round = missing.slice(0, options.perRound);
+    for (let i = 0; i < round.length; i += options.parallel) {
+      const batch = round.slice(i, i + options.parallel);
       const found = await Promise.all(batch.map((sha) => lookupPorts(daemon, sha).catch(() => [] as number[])));
       batch.forEach((sha, j) => {
         const ports = new Set(found[j]);
-        if (!holders.get(sha)!.every((p) => ports.has(p))) stillMissing.push(sha);
+        if (holders.get(sha)!.every((p) => ports.has(p))) confirmed.add(sha);
       });
     }
-    missing = stillMissing;
+    // The unconfirmed of this round go to the back, so that the next round tries others first.
+    missing = [...missing.slice(options.perRound), ...round.filter((sha) => !confirmed.has(sha))];
     options.onRound?.(missing.length);
-    if (missing.length > 0) await Bun.sleep(1_000);
+    if (missing.length > 0) await Bun.sleep(options.pauseMs);
   }
   return missing;
 }
