@@ -211,7 +211,8 @@ async function downloadOne(
   const onCacheHit = (n: number) => reporter.progress(row.sha256, n, "cache");
   let obtained = await obtainFile({ cache, now: deps.now }, target, fetchInto, onCacheHit);
   try {
-    await deliverFile(obtained.file, target, destPath);
+    // A file just downloaded was verified moments ago; one from the cache is checked again on the way out.
+    await deliverFile(obtained.file, target, destPath, { verified: obtained.bytes.cache === 0 });
   } catch (err) {
     if (!(err instanceof HashMismatchError)) throw err;
     // The cached copy was damaged on disk after it was verified: drop it and fetch again once.

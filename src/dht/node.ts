@@ -54,6 +54,11 @@ export const VALUES_BUDGET_BYTES = 900;
  * (9 bytes each), so that the store's round-robin moves on by about what is actually sent.
  */
 const MAX_VALUES_PER_ANSWER = Math.floor(VALUES_BUDGET_BYTES / 9);
+/**
+ * Queries per second from one address over all its ports: a host running many nodes (a test rig, or a
+ * fleet behind one NAT) gets room for many, a flood from one host is still cut.
+ */
+export const HOST_RATE_LIMIT: Partial<RateLimitOptions> = { perSecond: 1_000, burst: 2_000 };
 /** Values of our own store added to a lookup's result at most. */
 const LOCAL_VALUES_MAX = 512;
 /** apt-p2p's client version, sent as `v`: "AP" and version 0.1. */
@@ -73,7 +78,10 @@ export interface DhtNodeOptions {
   randomBytes?: (n: number) => Uint8Array;
   rtt?: { minTimeoutMs?: number; maxTimeoutMs?: number };
   storage?: Partial<StorageLimits>;
+  /** Per node (address and port). */
   rateLimit?: Partial<RateLimitOptions>;
+  /** Per address, over all its ports. */
+  hostRateLimit?: Partial<RateLimitOptions>;
   /** Run housekeeping timers (off in simulations that drive time themselves). */
   maintenance?: boolean;
   /** Refresh every bucket after joining (default true; a short-lived lookup-only node skips it). */
@@ -136,6 +144,7 @@ export class DhtNode {
   private readonly store: ValueStore;
   private readonly tokens: TokenManager;
   private readonly limiter: RateLimiter;
+  private readonly hostLimiter: RateLimiter;
   private readonly bootstrap: Endpoint[];
   private readonly saved: Contact[];
   private readonly pendingPings = new Set<string>();
@@ -162,6 +171,7 @@ export class DhtNode {
     this.store = new ValueStore(options.storage);
     this.tokens = new TokenManager({ randomBytes: this.randomBytes });
     this.limiter = new RateLimiter(options.rateLimit);
+    this.hostLimiter = new RateLimiter({ ...HOST_RATE_LIMIT, ...options.hostRateLimit });
     this.bootstrap = options.bootstrap ?? [];
     this.saved = options.savedContacts ?? [];
     this.rpc = new Rpc({
@@ -449,9 +459,14 @@ export class DhtNode {
     }
   }
 
-  /** Takes a token from the sender's rate-limit bucket; false (and counted) when it has none left. */
+  /**
+   * Takes a token from the sender's buckets: one per node (address and port), and a looser one per
+   * address, so that several nodes on one host (or behind one NAT) are not throttled as one, while a
+   * single host opening many sockets still is. False (and counted) when either is empty.
+   */
   private admit(from: Endpoint): boolean {
-    if (this.limiter.allow(from.address, this.clock())) return true;
+    const now = this.clock();
+    if (this.limiter.allow(`${from.address}:${from.port}`, now) && this.hostLimiter.allow(from.address, now)) return true;
     this.rateLimited++;
     return false;
   }

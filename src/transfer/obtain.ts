@@ -4,7 +4,8 @@
  * hash on the way so that a file damaged on disk is never handed out.
  */
 import { createReadStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { copyFile, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { asDestinationError } from "../errors.ts";
 import type { CachedFile, ContentCache } from "../store/cache.ts";
@@ -82,11 +83,29 @@ async function obtainUncoalesced(
  * Copies a cached file to `destPath` through a hidden temp file in the same directory, verifying it,
  * then renames it into place. On any failure nothing is left at or beside `destPath`.
  */
-export async function deliverFile(file: CachedFile, expected: DownloadTarget, destPath: string): Promise<void> {
+export async function deliverFile(file: CachedFile, expected: DownloadTarget, destPath: string, options: { verified?: boolean } = {}): Promise<void> {
+  if (options.verified) return copyVerified(file, destPath);
   const chunks = (async function* () {
     for await (const chunk of createReadStream(file.path, { highWaterMark: 1 << 20 })) yield chunk as Uint8Array;
   })();
   await deliverStream(chunks, expected, destPath, `${expected.name} in the cache (${file.path})`);
+}
+
+/**
+ * A file verified moments ago by this process (a fresh download) is copied without hashing it again,
+ * by reflink where the file system can, through the same hidden temp file and rename.
+ */
+async function copyVerified(file: CachedFile, destPath: string): Promise<void> {
+  const temp = join(dirname(destPath), `.${basename(destPath)}.apt-p2p-${process.pid}.partial`);
+  try {
+    await copyFile(file.path, temp, constants.COPYFILE_FICLONE);
+    const size = (await stat(temp)).size;
+    if (size !== file.size) throw new Error(`copied ${size} bytes of ${file.size}`);
+    await rename(temp, destPath);
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw asDestinationError(destPath, err);
+  }
 }
 
 /**

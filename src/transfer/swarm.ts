@@ -21,6 +21,8 @@ export const STALL_MS = 8_000;
 export const ENDGAME_DELAY_MS = 1_000;
 /** Failures (errors, stalls) in a row after which a source is dropped. */
 export const MAX_SOURCE_ERRORS = 3;
+/** Pieces that arrive ahead of the whole-file hash wait in memory up to this much (then are read back). */
+export const HASH_BUFFER_BYTES = 64 * 1024 * 1024;
 /** Requests in flight to the mirror: it helps from the start but peers take most. */
 export const MIRROR_IN_FLIGHT = 2;
 
@@ -115,11 +117,12 @@ async function attemptOnce(
   try {
     const run = new SwarmRun(target, sources, list, file, deps, options);
     const result = await run.run();
+    const sha256 = await run.digest();
+    if (sha256 !== target.sha256) throw new HashMismatchError(ErrorCode.FileHashMismatch, target.name, target, { size: target.size, sha256 });
     await file.sync().catch((err: unknown) => {
       throw asDestinationError(path, err);
     });
     await file.close();
-    await verifyWhole(path, target);
     ok = true;
     return result;
   } finally {
@@ -127,19 +130,6 @@ async function attemptOnce(
       await file.close().catch(() => undefined);
       await rm(path, { force: true });
     }
-  }
-}
-
-async function verifyWhole(path: string, target: DownloadTarget): Promise<void> {
-  const hasher = new Bun.CryptoHasher("sha256");
-  let size = 0;
-  for await (const chunk of Bun.file(path).stream()) {
-    hasher.update(chunk);
-    size += chunk.length;
-  }
-  const sha256 = hasher.digest("hex");
-  if (size !== target.size || sha256 !== target.sha256) {
-    throw new HashMismatchError(ErrorCode.FileHashMismatch, target.name, target, { size, sha256 });
   }
 }
 
@@ -169,6 +159,10 @@ class SwarmRun {
   private lastError: unknown;
   private wakeTimer: ReturnType<typeof setTimeout> | undefined;
   private writes: Promise<unknown> = Promise.resolve();
+  private readonly hasher = new Bun.CryptoHasher("sha256");
+  private hashedUpTo = 0;
+  private readonly buffered = new Map<number, Uint8Array>();
+  private bufferedBytes = 0;
   private readonly listFailures = new Map<number, Set<string>>();
 
   constructor(
@@ -182,6 +176,7 @@ class SwarmRun {
     this.now = deps.now ?? (() => performance.now());
     this.scheduler = new PieceScheduler(pieceCount(target.size), {
       random: deps.random ?? Math.random,
+      sequential: true,
       endgameDelayMs: options.endgameDelayMs ?? ENDGAME_DELAY_MS,
     });
     for (const peer of sources.peers) {
@@ -248,8 +243,9 @@ class SwarmRun {
           info.errors = 0;
           const cancel = this.scheduler.completed(piece, sourceId);
           for (const other of cancel) this.inFlight.get(`${piece}@${other}`)?.abort();
+          // Writes go one after another in the background; the slot is free for the next piece now.
           this.writes = this.writes.then(() => this.file.write(bytes, 0, bytes.length, range.start));
-          await this.writes;
+          this.feedHash(piece, bytes);
           this.count(info.kind, sourceId, bytes.length);
         },
         (err: unknown) => {
@@ -324,6 +320,44 @@ class SwarmRun {
 
   private async settleWrites(): Promise<void> {
     await this.writes;
+  }
+
+  /**
+   * The whole file's SHA-256 is computed as pieces land in order (pieces are asked for in file order, so
+   * they mostly do); a piece that arrives early waits in memory, up to HASH_BUFFER_BYTES, else it is read
+   * back from the file at the end.
+   */
+  private feedHash(piece: number, bytes: Uint8Array): void {
+    if (piece !== this.hashedUpTo) {
+      if (piece > this.hashedUpTo && this.bufferedBytes + bytes.length <= HASH_BUFFER_BYTES) {
+        this.buffered.set(piece, bytes);
+        this.bufferedBytes += bytes.length;
+      }
+      return;
+    }
+    this.hasher.update(bytes);
+    this.hashedUpTo++;
+    for (let next = this.buffered.get(this.hashedUpTo); next !== undefined; next = this.buffered.get(this.hashedUpTo)) {
+      this.buffered.delete(this.hashedUpTo);
+      this.bufferedBytes -= next.length;
+      this.hasher.update(next);
+      this.hashedUpTo++;
+    }
+  }
+
+  /** The SHA-256 of what was written, once run() has resolved. */
+  async digest(): Promise<string> {
+    await this.writes;
+    for (; this.hashedUpTo < this.scheduler.pieceCount; this.hashedUpTo++) {
+      const range = pieceRange(this.hashedUpTo, this.target.size);
+      let bytes = this.buffered.get(this.hashedUpTo);
+      if (bytes === undefined) {
+        bytes = new Uint8Array(range.end - range.start);
+        await this.file.read(bytes, 0, bytes.length, range.start);
+      }
+      this.hasher.update(bytes);
+    }
+    return this.hasher.digest("hex");
   }
 
   private settle(): void {

@@ -455,6 +455,20 @@ describe("DhtNode rate limits per address", () => {
     expect(node.stats().rateLimited).toBe(25);
   });
 
+  test("several nodes on one host are limited each on their own, and the host as a whole more loosely", async () => {
+    newNetwork();
+    const node = makeNode({ rateLimit: { perSecond: 1, burst: 5 }, hostRateLimit: { perSecond: 1, burst: 12 } });
+    const neighbours = [6001, 6002, 6003].map((port, i) => new RawPeer(id(0x40 + i), false, net.bind("10.9.9.9", port)));
+    for (const peer of neighbours) for (let i = 0; i < 4; i++) peer.send(node.local, { method: "ping", id: peer.id });
+    await pause(100);
+    // 3 nodes × 4 queries: within each node's burst of 5 and the host's burst of 12.
+    expect(node.stats().rateLimited).toBe(0);
+    for (const peer of neighbours) peer.send(node.local, { method: "ping", id: peer.id });
+    await pause(100);
+    // Each node is still within its own burst, but the host's 12 are spent.
+    expect(node.stats().rateLimited).toBe(3);
+  });
+
   test("malformed queries count against the same limit: a flood of them is not answered past the burst", async () => {
     newNetwork();
     const node = makeNode({ rateLimit: { perSecond: 1, burst: 5 } });

@@ -19,6 +19,8 @@ const PACKAGES = [
   { name: "ten", version: "1.0", payloadBytes: 5_000_000 }, // 10 pieces: a BEP 44 item
   { name: "huge", version: "1.0", payloadBytes: 42_000_000 }, // 81 pieces: the list over HTTP
 ];
+/** In the repository but held by no peer. */
+const LONELY = { name: "lonely", version: "1.0", payloadBytes: 700_000 };
 const SEEDERS = 4;
 
 let work: string;
@@ -43,7 +45,7 @@ const peersOf = async (name: string) =>
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "apt-p2p-swarm-e2e-"));
   key = await makeGpgKey("swarm");
-  repo = await buildRepo(join(work, "repo"), { key, packages: PACKAGES });
+  repo = await buildRepo(join(work, "repo"), { key, packages: [...PACKAGES, LONELY] });
   for (const p of PACKAGES) sha[p.name] = await sha256File(join(repo.root, repo.debs.get(`${p.name}_${p.version}`)!));
   mirror = await startMirror(repo.root);
   sources = join(work, "repo.list");
@@ -53,7 +55,10 @@ beforeAll(async () => {
   for (let i = 0; i < SEEDERS; i++) {
     const seedDir = join(work, `seed-${i}`);
     await mkdir(seedDir);
-    for (const path of repo.debs.values()) await copyFile(join(repo.root, path), join(seedDir, basename(path)));
+    for (const p of PACKAGES) {
+      const path = repo.debs.get(`${p.name}_${p.version}`)!;
+      await copyFile(join(repo.root, path), join(seedDir, basename(path)));
+    }
     seeders.push(
       await startServe([
         "--state-dir", join(work, `state-${i}`), "--cache-dir", join(work, `cache-${i}`),
@@ -157,6 +162,15 @@ describe("apt-p2p get from a swarm", () => {
     expect((line!.sources as { peers: number }).peers).toBeGreaterThan(0);
     await waitFor(async () => (await peersOf("three")).includes(daemon.port), "the daemon announcing what it downloaded", 30_000);
   }, 90_000);
+
+  test("a package no peer holds comes from the mirror", async () => {
+    const { dest, args } = getArgs("lonely");
+    const r = await runApt(args);
+    expect(r.code).toBe(0);
+    const [line] = jsonLines(r.stdout);
+    expect(line!.sources).toMatchObject({ peers: 0, mirror: line!.size });
+    expect(await sha256File(join(dest, "lonely_1.0_amd64.deb"))).toBe(await sha256File(join(repo.root, repo.debs.get("lonely_1.0")!)));
+  }, 60_000);
 
   test("--no-dht takes everything from the mirror", async () => {
     const { args } = getArgs("three", "--no-dht");
