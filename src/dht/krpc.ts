@@ -132,7 +132,7 @@ export function encodeMessage(message: Message): Uint8Array {
   let top: Map<string, Encodable>;
   switch (message.kind) {
     case "query":
-      top = dict({ ...common, y: "q", q: message.query.method, a: queryArguments(message.query) });
+      top = dict({ ...common, y: "q", q: message.query.method, a: queryArguments(message.query), ro: message.readOnly ? 1 : undefined });
       break;
     case "response": {
       const you = message.yourAddress;
@@ -310,7 +310,8 @@ export function decodeMessage(datagram: Uint8Array): Message | DecodeFailure {
       if (!decode) throw new InvalidField("Method Unknown", KRPC_ERROR_METHOD_UNKNOWN);
       const args = root.get("a");
       if (!(args instanceof Map)) throw new InvalidField("missing a");
-      return { kind: "query", ...common, query: decode(args) };
+      const ro = root.get("ro");
+      return { kind: "query", ...common, ...(typeof ro === "bigint" && ro !== 0n ? { readOnly: true } : {}), query: decode(args) };
     }
     if (kind === "r") {
       const r = root.get("r");

@@ -67,6 +67,11 @@ export interface QueryMessage {
   t: Uint8Array;
   /** Client version (`v`), when the sender gave one. */
   version?: Uint8Array;
+  /**
+   * BEP 43 `ro`: the sender is a read-only node (a short-lived `get`, say) that answers no queries, so
+   * receivers must not put it in their routing tables.
+   */
+  readOnly?: boolean;
   query: Query;
 }
 

@@ -86,6 +86,11 @@ export interface DhtNodeOptions {
   maintenance?: boolean;
   /** Refresh every bucket after joining (default true; a short-lived lookup-only node skips it). */
   refreshOnJoin?: boolean;
+  /**
+   * A short-lived node that only looks things up (BEP 43): its queries say so, so that other nodes do not
+   * fill their tables with a contact that will be gone in a minute; it answers no queries itself.
+   */
+  readOnly?: boolean;
 }
 
 export interface DhtStats {
@@ -179,6 +184,7 @@ export class DhtNode {
       rtt: this.rtt,
       timers: this.timers,
       version: CLIENT_VERSION,
+      readOnly: options.readOnly,
       randomBytes: this.randomBytes,
       onQuery: (message, from) => this.handleQuery(message, from),
       mayAnswer: (from) => this.admit(from),
@@ -400,8 +406,10 @@ export class DhtNode {
     if (this.closed) return;
     if (!this.admit(from)) return;
     const now = this.clock();
+    if (this.options.readOnly) return; // BEP 43: a read-only node answers nothing.
     const query = message.query;
-    this.considerQuerier({ id: query.id, address: from.address, port: from.port }, now);
+    // A read-only querier (BEP 43) is answered but never enters the table.
+    if (!message.readOnly) this.considerQuerier({ id: query.id, address: from.address, port: from.port }, now);
     const reply = (body: Omit<ResponseBody, "id">) => this.rpc.respond(from, message.t, { id: this.id, ...body });
     const refuse = (code: number, text: string) => this.rpc.sendError(from, message.t, code, text);
     try {

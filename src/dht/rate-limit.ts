@@ -13,10 +13,12 @@ export interface RateLimitOptions {
 }
 
 /**
- * A well-behaved node sends a handful of queries per lookup to any one node; 20/s sustained with a
- * burst of 50 leaves room for a busy apt-p2p seeder re-announcing while throttling floods.
+ * A node sends one or two queries per lookup to any one node, but an `apt upgrade` runs hundreds of
+ * lookups in a few seconds, and in a small network (a LAN of a dozen daemons) they all reach the same
+ * nodes: 100/s sustained with a burst of 300 lets that through (about 10 kB/s of queries) while still
+ * cutting floods.
  */
-export const DEFAULT_RATE_LIMIT: RateLimitOptions = { perSecond: 20, burst: 50, maxAddresses: 10_000 };
+export const DEFAULT_RATE_LIMIT: RateLimitOptions = { perSecond: 100, burst: 300, maxAddresses: 10_000 };
 
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();

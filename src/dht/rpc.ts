@@ -96,6 +96,8 @@ export interface RpcOptions {
    * rate limit, so that a flood of bad queries is not answered at any rate. Default: always.
    */
   mayAnswer?: (from: Endpoint) => boolean;
+  /** Mark every query read-only (BEP 43): others then leave us out of their routing tables. */
+  readOnly?: boolean;
   /** First byte of the transaction id counter, for tests that want distinct ids across nodes. */
   randomBytes: (n: number) => Uint8Array;
 }
@@ -141,7 +143,7 @@ export class Rpc {
     const t = new Uint8Array([tid >> 8, tid & 0xff]);
     let message: Uint8Array;
     try {
-      message = encodeMessage({ kind: "query", t, version: this.options.version, query });
+      message = encodeMessage({ kind: "query", t, version: this.options.version, readOnly: this.options.readOnly, query });
     } catch (err) {
       // A bad argument (an id that is not 20 bytes, say) fails this query like any other failure, rather
       // than throwing out of a caller that only handles the promise (a lookup's pump, a ping's .then).

@@ -32,6 +32,7 @@ export async function startPeerFinder(options: FinderOptions): Promise<PeerFinde
     savedContacts: options.saved,
     maintenance: false,
     refreshOnJoin: false,
+    readOnly: true,
   });
   await node.start();
   return {

@@ -203,9 +203,9 @@ describe("encodeMessage() writes what BEP 5 names", () => {
 describe("decodeMessage() of datagrams as other implementations write them", () => {
   const cases: [string, string, Message][] = [
     [
-      "ping with extra top-level and argument keys",
+      "ping with extra top-level and argument keys (ro: BEP 43 read-only)",
       `d1:ad2:id20:${ID_TEXT}4:wantl2:n4ee1:q4:ping2:roi1e1:t2:aa1:v4:UT\xab\xcd1:y1:qe`,
-      { kind: "query", t: T, version: raw("UT\xab\xcd"), query: { method: "ping", id: ID } },
+      { kind: "query", t: T, version: raw("UT\xab\xcd"), readOnly: true, query: { method: "ping", id: ID } },
     ],
     [
       "announce_peer with implied_port and no port",
@@ -634,5 +634,23 @@ describe("decodeMessage() under fuzzing", () => {
     // The loop must exercise both paths, or it proves nothing.
     expect(messages).toBeGreaterThan(2000);
     expect(failures).toBeGreaterThan(1000);
+  });
+});
+
+describe("BEP 43 read-only queries", () => {
+  const t = new Uint8Array([1, 2]);
+  const id = new Uint8Array(20).fill(3);
+  test("a read-only query carries ro=1 and decodes as read-only", () => {
+    const datagram = encodeMessage({ kind: "query", t, readOnly: true, query: { method: "ping", id } });
+    expect((bencode.decode(datagram) as Record<string, unknown>).ro).toBe(1);
+    expect(decodeMessage(datagram)).toMatchObject({ kind: "query", readOnly: true });
+  });
+  test("an ordinary query has no ro, and ro=0 reads as not read-only", () => {
+    const datagram = encodeMessage({ kind: "query", t, query: { method: "ping", id } });
+    expect((bencode.decode(datagram) as Record<string, unknown>).ro).toBeUndefined();
+    const zero = bencode.encode({ t, y: "q", q: "ping", a: { id }, ro: 0 });
+    const decoded = decodeMessage(zero);
+    expect(decoded.kind).toBe("query");
+    expect("readOnly" in decoded && decoded.readOnly).toBeFalsy();
   });
 });

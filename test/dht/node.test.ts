@@ -609,3 +609,23 @@ describe("getPeers() and our own store", () => {
     }
   });
 });
+
+describe("read-only nodes (BEP 43)", () => {
+  test("a read-only node's queries say so, it is answered but never enters the table, and it answers nothing", async () => {
+    const net = new MemoryNetwork();
+    const daemon = new DhtNode({ socket: net.bind(), maintenance: false });
+    await daemon.start();
+    const reader = new DhtNode({ socket: net.bind(), bootstrap: [daemon.local], maintenance: false, readOnly: true, refreshOnJoin: false });
+    try {
+      await reader.start();
+      expect(reader.stats().tableSize).toBe(1); // it learned the daemon from the answer
+      await Bun.sleep(50); // room for a ping the daemon must not send
+      expect(daemon.stats().tableSize).toBe(0);
+      expect(daemon.stats().queriesOut.ping ?? 0).toBe(0);
+      await expect(daemon.ping(reader.local)).rejects.toThrow(/timed out/);
+    } finally {
+      reader.close();
+      daemon.close();
+    }
+  });
+});

@@ -17,11 +17,11 @@ describe("RateLimiter", () => {
     expect(allowedOf(limiter, "a", 20, T0)).toBe(5);
   });
 
-  test("the defaults allow a burst of 50 and 20 per second", () => {
+  test("the defaults allow a burst of 300 and 100 per second", () => {
     const limiter = new RateLimiter();
-    expect(DEFAULT_RATE_LIMIT).toMatchObject({ perSecond: 20, burst: 50 });
-    expect(allowedOf(limiter, "a", 100, T0)).toBe(50);
-    expect(allowedOf(limiter, "a", 100, T0 + 1_000)).toBe(20);
+    expect(DEFAULT_RATE_LIMIT).toMatchObject({ perSecond: 100, burst: 300 });
+    expect(allowedOf(limiter, "a", 400, T0)).toBe(300);
+    expect(allowedOf(limiter, "a", 400, T0 + 1_000)).toBe(100);
   });
 
   const refills: { afterMs: number; allowed: number }[] = [
