@@ -3,6 +3,7 @@ import { gzipSync } from "node:zlib";
 import { AptP2pError, ErrorCode } from "../../src/errors.ts";
 import { compressionOf, decompress } from "../../src/debian/decompress.ts";
 import { type PackageRecord, parsePackageBatches, parsePackages, parsePackagesBytes } from "../../src/debian/packages.ts";
+import { mulberry32 } from "../helpers/random.ts";
 
 const SHA_A = "a".repeat(64);
 const SHA_B = "0123456789abcdef".repeat(4);
@@ -76,17 +77,7 @@ function parseText(text: string): { records: PackageRecord[]; skipped: string[] 
   return { records, skipped };
 }
 
-/** Deterministic PRNG (mulberry32) so random splits are reproducible. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seeded = mulberry32;
 
 async function collect(source: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];

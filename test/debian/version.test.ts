@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { compareVersions, isValidVersion, parseVersion } from "../../src/debian/version.ts";
+import { mulberry32 } from "../helpers/random.ts";
 
 type Relation = "<" | "=" | ">";
 
@@ -162,17 +163,7 @@ describe("isValidVersion()", () => {
 
 const dpkgAvailable = Bun.which("dpkg") !== null;
 
-/** Deterministic pseudo-random numbers (mulberry32), so a failure reproduces. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seededRandom = mulberry32;
 
 // Small pieces so that generated pairs often share prefixes and hit the interesting branches.
 const PIECES = ["0", "1", "2", "9", "00", "01", "10", "99", "a", "b", "Z", "z", ".", "+", "~", "~~", "12345678901234567890"];

@@ -21,6 +21,7 @@ import {
   type DecodeFailure,
   type Message,
 } from "../../src/dht/messages.ts";
+import { mulberry32 } from "../helpers/random.ts";
 
 /** Bytes from a string of byte values (latin1), for hand-written bencode. */
 const raw = (text: string): Uint8Array => Uint8Array.from(text, (ch) => ch.charCodeAt(0));
@@ -510,16 +511,7 @@ describe("interoperability with bittorrent-dht / k-rpc", () => {
   });
 });
 
-/** mulberry32: a small seeded PRNG, so that a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 describe("decodeMessage() under fuzzing", () => {
   test("never throws, and every Message it returns re-encodes to an equal Message", () => {

@@ -1,17 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { BAN_AFTER_FAULTS, DEFAULT_MAX_IN_FLIGHT, MAX_COPIES, PieceScheduler } from "../../src/transfer/scheduler.ts";
+import { mulberry32 } from "../helpers/random.ts";
 
-/** A seeded PRNG (mulberry32), never Math.random. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const sequential = (n: number) => new PieceScheduler(n, { random: rng(1), sequential: true });
 

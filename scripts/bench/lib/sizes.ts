@@ -2,18 +2,9 @@
  * Reproducible choices for the swarm benchmark: a seeded PRNG (mulberry32), package sizes drawn from a
  * log-normal distribution, and picking which seeders hold a file. Pure: the random source is passed in.
  */
+import { mulberry32 } from "../../../test/helpers/random.ts";
 
-/** mulberry32: a small, fast 32-bit PRNG; the same seed gives the same sequence on every run. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const seededRandom = mulberry32;
 
 /** A standard normal deviate by Box–Muller (uses two draws). */
 export function normal(random: () => number): number {
