@@ -10,7 +10,7 @@ import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from ".
 import type { Fetcher } from "../http/fetch.ts";
 import { emptyBytesByKind, type BytesByKind, type DownloadTarget } from "./download.ts";
 import { findPieceLists, peerId, type AnnouncedPeer, type PieceList } from "./piece-lists.ts";
-import { hashPiece, pieceCount, pieceRange } from "./pieces.ts";
+import { PIECE_HASH_BYTES, pieceCount, pieceRange } from "./pieces.ts";
 import { PieceScheduler } from "./scheduler.ts";
 import { HttpSource, type ByteSource } from "./source.ts";
 import type { NodeId } from "../dht/id.ts";
@@ -161,7 +161,7 @@ class SwarmRun {
   private writes: Promise<unknown> = Promise.resolve();
   private readonly hasher = new Bun.CryptoHasher("sha256");
   private hashedUpTo = 0;
-  private readonly buffered = new Map<number, Uint8Array>();
+  private readonly buffered = new Map<number, Uint8Array[]>();
   private bufferedBytes = 0;
   private readonly listFailures = new Map<number, Set<string>>();
 
@@ -244,9 +244,9 @@ class SwarmRun {
           const cancel = this.scheduler.completed(piece, sourceId);
           for (const other of cancel) this.inFlight.get(`${piece}@${other}`)?.abort();
           // Writes go one after another in the background; the slot is free for the next piece now.
-          this.writes = this.writes.then(() => this.file.write(bytes, 0, bytes.length, range.start));
+          this.writes = this.writes.then(() => this.file.writev(bytes, range.start));
           this.feedHash(piece, bytes);
-          this.count(info.kind, sourceId, bytes.length);
+          this.count(info.kind, sourceId, range.end - range.start);
         },
         (err: unknown) => {
           if (controller.signal.aborted && this.scheduler.isDone(piece)) {
@@ -268,16 +268,17 @@ class SwarmRun {
   }
 
   /** Reads exactly the range, or throws; a stall of stallMs without a byte aborts it. */
-  private async readPiece(source: ByteSource, range: { start: number; end: number }, controller: AbortController): Promise<Uint8Array> {
+  /** The piece's bytes as they arrived, in chunks (copying them into one buffer costs more than the rest). */
+  private async readPiece(source: ByteSource, range: { start: number; end: number }, controller: AbortController): Promise<Uint8Array[]> {
     const length = range.end - range.start;
-    const buffer = new Uint8Array(length);
+    const chunks: Uint8Array[] = [];
     let at = 0;
     const stallMs = this.options.stallMs ?? STALL_MS;
     let timer = setTimeout(() => controller.abort(new Error("stalled")), stallMs);
     try {
       for await (const chunk of source.read(range, this.target.size, controller.signal)) {
         if (at + chunk.length > length) throw new AptP2pError(ErrorCode.FileHashMismatch, `${source.id} sent more than the piece`);
-        buffer.set(chunk, at);
+        chunks.push(chunk);
         at += chunk.length;
         clearTimeout(timer);
         timer = setTimeout(() => controller.abort(new Error("stalled")), stallMs);
@@ -286,13 +287,15 @@ class SwarmRun {
       clearTimeout(timer);
     }
     if (at !== length) throw AptP2pError.mirror(source.id, `connection closed after ${at} of ${length} bytes of a piece`);
-    return buffer;
+    return chunks;
   }
 
-  private pieceIsGood(piece: number, bytes: Uint8Array): boolean {
-    if (this.list !== undefined) return Buffer.from(hashPiece(bytes)).equals(Buffer.from(this.list.hashes[piece]!));
-    if (this.scheduler.pieceCount === 1) return new Bun.CryptoHasher("sha256").update(bytes).digest("hex") === this.target.sha256;
-    return true; // No piece list: the whole file is checked at the end.
+  private pieceIsGood(piece: number, chunks: Uint8Array[]): boolean {
+    if (this.list === undefined && this.scheduler.pieceCount > 1) return true; // No piece list: the whole file is checked at the end.
+    const hasher = new Bun.CryptoHasher("sha256");
+    for (const chunk of chunks) hasher.update(chunk);
+    if (this.list === undefined) return hasher.digest("hex") === this.target.sha256;
+    return Buffer.from(hasher.digest().subarray(0, PIECE_HASH_BYTES)).equals(Buffer.from(this.list.hashes[piece]!));
   }
 
   /**
@@ -327,20 +330,23 @@ class SwarmRun {
    * they mostly do); a piece that arrives early waits in memory, up to HASH_BUFFER_BYTES, else it is read
    * back from the file at the end.
    */
-  private feedHash(piece: number, bytes: Uint8Array): void {
+  private feedHash(piece: number, chunks: Uint8Array[]): void {
+    const size = chunks.reduce((n, c) => n + c.length, 0);
     if (piece !== this.hashedUpTo) {
-      if (piece > this.hashedUpTo && this.bufferedBytes + bytes.length <= HASH_BUFFER_BYTES) {
-        this.buffered.set(piece, bytes);
-        this.bufferedBytes += bytes.length;
+      if (piece > this.hashedUpTo && this.bufferedBytes + size <= HASH_BUFFER_BYTES) {
+        this.buffered.set(piece, chunks);
+        this.bufferedBytes += size;
       }
       return;
     }
-    this.hasher.update(bytes);
+    for (const chunk of chunks) this.hasher.update(chunk);
     this.hashedUpTo++;
     for (let next = this.buffered.get(this.hashedUpTo); next !== undefined; next = this.buffered.get(this.hashedUpTo)) {
       this.buffered.delete(this.hashedUpTo);
-      this.bufferedBytes -= next.length;
-      this.hasher.update(next);
+      for (const chunk of next) {
+        this.bufferedBytes -= chunk.length;
+        this.hasher.update(chunk);
+      }
       this.hashedUpTo++;
     }
   }
@@ -350,12 +356,13 @@ class SwarmRun {
     await this.writes;
     for (; this.hashedUpTo < this.scheduler.pieceCount; this.hashedUpTo++) {
       const range = pieceRange(this.hashedUpTo, this.target.size);
-      let bytes = this.buffered.get(this.hashedUpTo);
-      if (bytes === undefined) {
-        bytes = new Uint8Array(range.end - range.start);
+      let chunks = this.buffered.get(this.hashedUpTo);
+      if (chunks === undefined) {
+        const bytes = new Uint8Array(range.end - range.start);
         await this.file.read(bytes, 0, bytes.length, range.start);
+        chunks = [bytes];
       }
-      this.hasher.update(bytes);
+      for (const chunk of chunks) this.hasher.update(chunk);
     }
     return this.hasher.digest("hex");
   }
