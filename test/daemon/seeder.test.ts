@@ -125,9 +125,13 @@ function makeSeeder(announcer: Announcer, options: Partial<SeederOptions> = {}):
   return seeder;
 }
 
-/** Lets queued promise callbacks and I/O completions run (no timers involved). */
+/**
+ * Lets queued promise callbacks and I/O completions run until `until` holds (file hashing is real I/O,
+ * slower on a loaded machine: the bound is generous and only there so that a broken seeder fails).
+ */
 async function settle(until: () => boolean): Promise<void> {
-  for (let i = 0; i < 1000 && !until(); i++) await new Promise((resolve) => setImmediate(resolve));
+  const deadline = Date.now() + 10_000;
+  while (!until() && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
 }
 
 describe("Seeder", () => {

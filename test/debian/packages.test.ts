@@ -276,7 +276,7 @@ describe("decompress()", () => {
         break;
       }
       // Releasing the input happens in the background once the consumer has gone; give it a moment.
-      for (let wait = 0; wait < 100 && !released; wait++) await Bun.sleep(5);
+      for (let wait = 0; wait < 400 && !released; wait++) await Bun.sleep(5);
       expect(pulled).toBeLessThan(Math.ceil(packed.length / 1024));
       expect(released).toBe(true);
     });
