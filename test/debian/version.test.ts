@@ -224,5 +224,5 @@ describe.skipIf(!dpkgAvailable)("compareVersions() agrees with dpkg --compare-ve
     const ours = pairs.map(([a, b]) => `${a} ${relation(compareVersions(a, b))} ${b}`);
     const theirs = dpkgRelations(pairs).map((r, i) => `${pairs[i]?.[0]} ${r} ${pairs[i]?.[1]}`);
     expect(ours).toEqual(theirs);
-  });
+  }, 30_000);
 });
