@@ -132,13 +132,7 @@ export function encodeCanonical(value: Encodable): Uint8Array {
     }
   };
   write(value);
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return new Uint8Array(Bun.concatArrayBuffers(chunks));
 }
 
 export function latin1(bytes: Uint8Array): string {

@@ -19,7 +19,7 @@ import {
 } from "./messages.ts";
 import { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
 import { RoutingTable } from "./routing-table.ts";
-import { endpointKey, realTimers, Rpc, type Timers } from "./rpc.ts";
+import { endpointKey, realTimers, Rpc, type RpcCounters, type Timers } from "./rpc.ts";
 import { RttTracker } from "./rtt.ts";
 import type { DatagramSocket } from "./socket.ts";
 import { ValueStore, type StorageLimits } from "./storage.ts";
@@ -93,7 +93,8 @@ export interface DhtNodeOptions {
   readOnly?: boolean;
 }
 
-export interface DhtStats {
+/** What `dht stats` shows: the transport's counters (rpc.ts) and the node's own. */
+export interface DhtStats extends RpcCounters {
   id: string;
   address: string;
   port: number;
@@ -103,14 +104,6 @@ export interface DhtStats {
   storedKeys: number;
   storedValues: number;
   storedItems: number;
-  queriesIn: Record<string, number>;
-  queriesOut: Record<string, number>;
-  responsesIn: number;
-  errorsIn: number;
-  timeouts: number;
-  resends: number;
-  invalidIn: number;
-  unknownTransactions: number;
   rateLimited: number;
   /** Addresses the rate limiter holds buckets for (bounded by its maxAddresses). */
   rateLimitTracked: number;
@@ -119,8 +112,6 @@ export interface DhtStats {
   refusedAnnounces: number;
   /** Queries that hit a bug in our handling (answered with KRPC error 202). */
   serverErrors: number;
-  bytesIn: number;
-  bytesOut: number;
   medianRttMs: number | null;
   lookups: number;
   medianLookupMs: number | null;
@@ -308,6 +299,9 @@ export class DhtNode {
     const stored = this.store.stats(this.clock());
     const c = this.rpc.counters;
     return {
+      ...c,
+      queriesIn: { ...c.queriesIn },
+      queriesOut: { ...c.queriesOut },
       id: idToHex(this.id),
       address: this.local.address,
       port: this.local.port,
@@ -317,21 +311,11 @@ export class DhtNode {
       storedKeys: stored.keys,
       storedValues: stored.values,
       storedItems: stored.items,
-      queriesIn: { ...c.queriesIn },
-      queriesOut: { ...c.queriesOut },
-      responsesIn: c.responsesIn,
-      errorsIn: c.errorsIn,
-      timeouts: c.timeouts,
-      resends: c.resends,
-      invalidIn: c.invalidIn,
-      unknownTransactions: c.unknownTransactions,
       rateLimited: this.rateLimited,
       rateLimitTracked: this.limiter.tracked,
       inFlight: this.rpc.inFlight,
       refusedAnnounces: this.refusedAnnounces,
       serverErrors: this.serverErrors,
-      bytesIn: c.bytesIn,
-      bytesOut: c.bytesOut,
       medianRttMs: this.rtt.median() ?? null,
       lookups: this.lookupCount,
       medianLookupMs: pick(0.5),

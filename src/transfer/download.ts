@@ -3,7 +3,7 @@
  * Bytes arrive in file order: a source that fails mid-file is retried from the byte it reached, then the
  * next source takes over from there. Nothing is left on disk unless every byte verified.
  */
-import { open, rm } from "node:fs/promises";
+import { open, rm, type FileHandle } from "node:fs/promises";
 import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from "../errors.ts";
 import type { ByteSource, SourceKind } from "./source.ts";
 import { Sha256Verifier, type ExpectedFile } from "./verifier.ts";
@@ -37,12 +37,7 @@ export async function downloadToFile(
   if (sources.length === 0) throw new AptP2pError(ErrorCode.Internal, `No source for ${target.name}`);
   const verifier = new Sha256Verifier(target, target.name);
   const counts = emptyBytesByKind();
-  let file;
-  try {
-    file = await open(path, "wx");
-  } catch (err) {
-    throw asDestinationError(path, err);
-  }
+  const file = await openNew(path);
   let ok = false;
   try {
     let lastError: unknown;
@@ -88,6 +83,15 @@ export async function downloadToFile(
 }
 
 /** Wrong bytes and a full or unwritable disk end the download; other sources cannot mend them. */
+/** Creates `path` for writing, refusing to touch an existing file; failures become destination errors. */
+export async function openNew(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, "wx");
+  } catch (err) {
+    throw asDestinationError(path, err);
+  }
+}
+
 function isFatal(err: unknown): boolean {
   return (
     err instanceof HashMismatchError ||

@@ -5,10 +5,10 @@
  * it is the only piece); bad pieces are refetched elsewhere and their source penalised, then banned. The
  * whole file is checked against the SHA-256 from the signed index before it is kept.
  */
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { rm, type FileHandle } from "node:fs/promises";
 import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from "../errors.ts";
 import type { Fetcher } from "../http/fetch.ts";
-import { emptyBytesByKind, type BytesByKind, type DownloadTarget } from "./download.ts";
+import { emptyBytesByKind, openNew, type BytesByKind, type DownloadTarget } from "./download.ts";
 import { findPieceLists, peerId, type AnnouncedPeer, type PieceList } from "./piece-lists.ts";
 import { PIECE_HASH_BYTES, pieceCount, pieceRange } from "./pieces.ts";
 import { PieceScheduler } from "./scheduler.ts";
@@ -107,12 +107,7 @@ async function attemptOnce(
   deps: SwarmDeps,
   options: SwarmOptions,
 ): Promise<SwarmResult> {
-  let file: FileHandle;
-  try {
-    file = await open(path, "wx");
-  } catch (err) {
-    throw asDestinationError(path, err);
-  }
+  const file = await openNew(path);
   let ok = false;
   try {
     const run = new SwarmRun(target, sources, list, file, deps, options);
