@@ -26,6 +26,11 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** Called with the number of new bytes as they are written. */
   onProgress?: (bytes: number) => void;
+  /**
+   * Called with the length of the prefix of the file now written to `path`, in file order (for readers
+   * that stream the file as it grows). These bytes are checked only when the whole file is.
+   */
+  onPrefix?: (bytes: number) => void;
 }
 
 export async function downloadToFile(
@@ -54,6 +59,7 @@ export async function downloadToFile(
             }
             counts[source.kind] += chunk.length;
             options.onProgress?.(chunk.length);
+            options.onPrefix?.(verifier.bytes);
           }
           if (verifier.bytes < target.size) {
             lastError = AptP2pError.mirror(source.id, `connection closed after ${verifier.bytes} of ${target.size} bytes`);

@@ -49,6 +49,13 @@ export interface SwarmOptions {
   onProgress?: (event: SwarmProgress) => void;
   stallMs?: number;
   endgameDelayMs?: number;
+  /**
+   * Called with the length of the prefix of the file written to `path` whose pieces each matched the piece
+   * list (so only when there is one), for readers that stream the file as it grows. It never reaches the
+   * file's size: the end is known good only when the download resolves. When the list in use proves wrong
+   * and the download starts over, it is called with 0: what was read before may be wrong.
+   */
+  onPrefix?: (bytes: number) => void;
 }
 
 export interface SwarmResult {
@@ -89,6 +96,7 @@ export async function swarmDownload(
       return result;
     } catch (err) {
       await rm(path, { force: true });
+      if (plan.list !== undefined) options.onPrefix?.(0);
       lastError = err;
       if (!(err instanceof HashMismatchError || err instanceof PieceListRejected)) throw err;
       const blamed = plan.list !== undefined ? plan.list.announcers : peers.map(peerId);
@@ -159,6 +167,8 @@ class SwarmRun {
   private readonly buffered = new Map<number, Uint8Array[]>();
   private bufferedBytes = 0;
   private readonly listFailures = new Map<number, Set<string>>();
+  private readonly written = new Set<number>();
+  private writtenPrefix = 0;
 
   constructor(
     private readonly target: DownloadTarget,
@@ -239,7 +249,10 @@ class SwarmRun {
           const cancel = this.scheduler.completed(piece, sourceId);
           for (const other of cancel) this.inFlight.get(`${piece}@${other}`)?.abort();
           // Writes go one after another in the background; the slot is free for the next piece now.
-          this.writes = this.writes.then(() => this.file.writev(bytes, range.start));
+          this.writes = this.writes.then(async () => {
+            await this.file.writev(bytes, range.start);
+            this.markWritten(piece);
+          });
           this.feedHash(piece, bytes);
           this.count(info.kind, sourceId, range.end - range.start);
         },
@@ -314,6 +327,17 @@ class SwarmRun {
     this.result.bytes[kind] += bytes;
     if (kind === "peer") this.result.perPeer[sourceId] = (this.result.perPeer[sourceId] ?? 0) + bytes;
     this.options.onProgress?.({ bytes, kind, source: sourceId });
+  }
+
+  /** Pieces matched the list as they landed: report the written prefix they make (never the whole file). */
+  private markWritten(piece: number): void {
+    if (this.list === undefined || this.options.onPrefix === undefined) return;
+    this.written.add(piece);
+    const before = this.writtenPrefix;
+    while (this.written.has(this.writtenPrefix)) this.written.delete(this.writtenPrefix++);
+    const last = this.scheduler.pieceCount - 1;
+    if (this.writtenPrefix === before || before >= last) return;
+    this.options.onPrefix(pieceRange(Math.min(this.writtenPrefix, last), this.target.size).start);
   }
 
   private async settleWrites(): Promise<void> {

@@ -91,6 +91,16 @@ describe("downloadToFile()", () => {
     expect(progress.reduce((a, b) => a + b, 0)).toBe(data.length);
   });
 
+  test("reports the growing written prefix, ending at the file's size", async () => {
+    const path = join(dir, "out-prefix");
+    const prefixes: number[] = [];
+    const source = new MemorySource("m", data, "mirror", [4000]);
+    await downloadToFile(target, [source], path, { onPrefix: (n) => prefixes.push(n) });
+    expect(prefixes).toEqual([...prefixes].sort((a, b) => a - b));
+    expect(prefixes).toContain(4000);
+    expect(prefixes.at(-1)).toBe(data.length);
+  });
+
   test("resumes a dropped stream from the byte it reached", async () => {
     const source = new MemorySource("m", data, "mirror", [4000]);
     await downloadToFile(target, [source], join(dir, "out"));

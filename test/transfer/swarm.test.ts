@@ -93,6 +93,30 @@ describe("swarmDownload()", () => {
     expect(Object.keys(result.perPeer).sort()).toEqual([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`].sort());
   });
 
+  test("reports the written prefix of listed pieces as it grows, never the whole file, and those bytes are right", async () => {
+    const [a, b] = await Promise.all([peer(), peer()]);
+    const path = out();
+    const prefixes: number[] = [];
+    const checked: Promise<void>[] = [];
+    await swarmDownload(target(), { mirrors: [], peers: [a, b] }, path, deps(), {
+      onPrefix: (n) => {
+        prefixes.push(n);
+        // What the hook announces is on disk already, and right.
+        checked.push(
+          Bun.file(path)
+            .slice(0, n)
+            .bytes()
+            .then((onDisk) => expect(Buffer.from(onDisk).equals(Buffer.from(bytes.subarray(0, n)))).toBe(true)),
+        );
+      },
+    });
+    await Promise.all(checked);
+    expect(prefixes.length).toBeGreaterThan(0);
+    expect(prefixes).toEqual([...prefixes].sort((x, y) => x - y));
+    expect(prefixes.every((n) => n > 0 && n < SIZE && n % PIECE_SIZE_BYTES === 0)).toBe(true);
+    expect(prefixes.at(-1)).toBe(6 * PIECE_SIZE_BYTES);
+  });
+
   test("bans a peer that sends corrupt pieces and finishes from the others", async () => {
     const corrupt = bytes.slice();
     for (let i = 0; i < corrupt.length; i += 4096) corrupt[i]! ^= 0xff;
@@ -147,6 +171,24 @@ describe("swarmDownload()", () => {
     const result = await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus);
     await expectRightBytes(path);
     expect(result.banned).toEqual(expect.arrayContaining(liars.map((l) => `${l.address}:${l.port}`)));
+  });
+
+  test("a list proved wrong resets the reported prefix to 0 before the next plan", async () => {
+    const bogus = hashes.map((h, i) => (i === 3 ? h.map((b) => b ^ 1) : h));
+    const liars: AnnouncedPeer[] = [
+      { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
+      { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
+    ];
+    const [good, m] = await Promise.all([peer(), mirror()]);
+    const prefixes: number[] = [];
+    const withBogus: SwarmDeps = {
+      fetcher: fetchUrl,
+      getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
+    };
+    const path = out();
+    await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus, { onPrefix: (n) => prefixes.push(n) });
+    await expectRightBytes(path);
+    expect(prefixes).toContain(0);
   });
 
   test("peers that all serve the same wrong file lead to a mirror-only retry, and the right bytes", async () => {
