@@ -23,6 +23,9 @@ import { EXIT_CODE_HELP } from "./exit-codes.ts";
 import { resolveNames, runGet, type GetDeps } from "./get.ts";
 import type { CliIO } from "./io.ts";
 import { runServe, untilSignal } from "./serve.ts";
+import { loadSourcesFile, loadSystemSources, type SourceEntry } from "../debian/sources.ts";
+import { parseCidrList, parseMirrorAllow } from "../proxy/allow.ts";
+import { parseProxyTarget } from "../proxy/target.ts";
 
 export const VERSION: string = packageJson.version;
 
@@ -46,6 +49,10 @@ interface GetFlags extends IndexFlags {
 }
 
 interface ServeFlags {
+  sources?: string;
+  aptDir: string;
+  proxyAllow: string;
+  mirrorAllow: string;
   port: string;
   bind: string;
   bootstrap?: string;
@@ -173,6 +180,10 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
     .addOption(new Option("--no-seed-apt-archives", `do not serve ${APT_ARCHIVES} (served by default when readable)`))
     .addOption(new Option("--upload-limit <rate>", "upload rate to all peers together, e.g. 2MB/s or 500KiB/s (0: unlimited)").default("0").env("APT_P2P_UPLOAD_LIMIT"))
     .addOption(new Option("--max-uploads-per-address <n>", "concurrent uploads to one address").default(String(DEFAULT_UPLOADS_PER_ADDRESS)))
+    .addOption(new Option("-s, --sources <file>", "APT sources file (one-line or deb822) replacing the system's: the mirrors the proxy forwards to").env("APT_P2P_SOURCES"))
+    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, trusted.gpg.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
+    .addOption(new Option("--proxy-allow <cidr,...>", "APT proxy clients allowed besides this machine, e.g. 192.168.1.0/24").default("").env("APT_P2P_PROXY_ALLOW"))
+    .addOption(new Option("--mirror-allow <host[:port],...>", "mirrors the proxy may forward to besides those in the APT sources").default("").env("APT_P2P_MIRROR_ALLOW"))
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
     .action(async (flags: ServeFlags) => {
       const perAddress = Number(flags.maxUploadsPerAddress);
@@ -181,8 +192,11 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
       }
       const seedDirs = flags.seedDir.map((d) => resolvePath(io.cwd, d));
       if (flags.seedAptArchives && (await isReadableDir(APT_ARCHIVES))) seedDirs.push(APT_ARCHIVES);
+      const port = parsePort(flags.port, "--port", true);
+      const aptDir = resolvePath(io.cwd, flags.aptDir);
+      const sources = flags.sources === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(resolvePath(io.cwd, flags.sources));
       const config: ServeConfig = {
-        port: parsePort(flags.port, "--port", true),
+        port,
         bind: flags.bind,
         bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
         stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
@@ -191,6 +205,10 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
         seedDirs,
         uploadLimit: parseRate(flags.uploadLimit),
         maxUploadsPerAddress: perAddress,
+        sources: unwrapProxied(sources, port),
+        aptDir,
+        proxyAllow: parseCidrList(flags.proxyAllow, "--proxy-allow"),
+        mirrorAllow: parseMirrorAllow(flags.mirrorAllow),
       };
       await runServe(config, io, (deps.stopServe ?? untilSignal)());
     });
@@ -227,4 +245,17 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
   });
 
   return program;
+}
+
+/**
+ * Sources already rewritten to go through this proxy (http://127.0.0.1:<port>/<mirror-host>/...) name
+ * the mirror behind it: that is the mirror to allow, and whose keys sign its Release.
+ */
+export function unwrapProxied(entries: SourceEntry[], port: number): SourceEntry[] {
+  return entries.map((entry) => {
+    const match = /^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(?::(\d+))?(\/.*)$/i.exec(entry.uri);
+    if (match === null || Number(match[2] ?? "80") !== port) return entry;
+    const parsed = parseProxyTarget("GET", match[3]!);
+    return parsed.ok ? { ...entry, uri: parsed.target.url } : entry;
+  });
 }

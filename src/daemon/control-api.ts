@@ -19,6 +19,8 @@ export interface ControlDeps {
   peerPort: number;
   startedAt: number;
   version: string;
+  /** More of the daemon's state for GET /api/status (proxy and peer-server counters). */
+  status?: () => Record<string, unknown>;
 }
 
 export async function handleControl(request: Request, info: RequestInfo, deps: ControlDeps): Promise<Response> {
@@ -29,7 +31,12 @@ export async function handleControl(request: Request, info: RequestInfo, deps: C
   const route = `${request.method} ${url.pathname}`;
   switch (route) {
     case "GET /api/status":
-      return json({ version: deps.version, uptimeSeconds: Math.round((Date.now() - deps.startedAt) / 1000), peerPort: deps.peerPort });
+      return json({
+        version: deps.version,
+        uptimeSeconds: Math.round((Date.now() - deps.startedAt) / 1000),
+        peerPort: deps.peerPort,
+        ...deps.status?.(),
+      });
     case "GET /api/dht/stats":
       return json(deps.node.stats());
     case "GET /api/dht/lookup": {

@@ -1,7 +1,7 @@
 /**
- * `apt-p2p serve`: the DHT node on UDP and the HTTP side (control API now; peer server and APT proxy in
- * later work) on TCP, both on the same port number. The routing table is saved in the state dir so a
- * restart rejoins through old contacts.
+ * `apt-p2p serve`: the DHT node on UDP and the HTTP side on TCP, both on the same port number. The HTTP
+ * side answers peers (/~/...), the local control API (/api/...) and APT (everything else: the proxy).
+ * The routing table is saved in the state dir so a restart rejoins through old contacts.
  */
 import { randomBytes } from "node:crypto";
 import { ID_BYTES, type Endpoint } from "../dht/id.ts";
@@ -19,6 +19,17 @@ import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
 import { runDownload } from "./downloads.ts";
 import { handlePeer, newPeerServerStats, PEER_PREFIX, type PeerServerDeps } from "./peer-server.ts";
 import { Seeder } from "./seeder.ts";
+import { idFromHex } from "../dht/id.ts";
+import type { SourceEntry } from "../debian/sources.ts";
+import type { KeyringSpec } from "../debian/release.ts";
+import { keysFor, releaseBase, systemKeyrings } from "../debian/archive.ts";
+import { MirrorAllowList, type Cidr } from "../proxy/allow.ts";
+import { KnownFiles } from "../proxy/known.ts";
+import { Learner } from "../proxy/learn.ts";
+import { LiveDownloads } from "../proxy/live.ts";
+import { handleProxy, newProxyStats, type ProxyDeps } from "../proxy/proxy.ts";
+import { parseProxyTarget } from "../proxy/target.ts";
+import { UrlCache } from "../proxy/url-cache.ts";
 
 /** How often the routing table is saved while running (and always at shutdown). */
 export const SAVE_CONTACTS_MS = 5 * 60_000;
@@ -38,6 +49,14 @@ export interface ServeConfig {
   uploadLimit: number;
   /** Concurrent uploads to one address. */
   maxUploadsPerAddress: number;
+  /** The APT sources: the mirrors the proxy forwards to, and the keys their Release files are signed with. */
+  sources: SourceEntry[];
+  /** APT's configuration directory, for the system keyrings (trusted.gpg, trusted.gpg.d). */
+  aptDir: string;
+  /** Proxy clients allowed besides loopback (--proxy-allow). */
+  proxyAllow: Cidr[];
+  /** Mirrors allowed besides those of the sources (--mirror-allow "HOST[:PORT]"). */
+  mirrorAllow: string[];
 }
 
 /** Concurrent uploads to one address by default: a downloader keeps a few requests in flight. */
@@ -47,6 +66,7 @@ interface DaemonParts {
   cache: ContentCache;
   index: SeedIndex;
   seeder: Seeder;
+  known: KnownFiles;
 }
 
 export class Daemon {
@@ -88,6 +108,12 @@ export class Daemon {
       opened.push(cache);
       const index = SeedIndex.open(join(config.stateDir, "seed.sqlite"));
       opened.push(index);
+      const known = KnownFiles.open(join(config.stateDir, "proxy.sqlite"));
+      opened.push(known);
+      const urls = await UrlCache.open(config.cacheDir);
+      const mirrors = MirrorAllowList.fromSources(config.sources, config.mirrorAllow);
+      for (const bad of mirrors.unusable) log(`source ${bad.uri} (${bad.origin}) is not proxied: ${bad.why}`);
+      const keyrings = await systemKeyrings(config.aptDir);
       const startedAt = Date.now();
       const peerDeps: PeerServerDeps = {
         served: index,
@@ -95,29 +121,62 @@ export class Daemon {
         slots: new UploadSlots(config.maxUploadsPerAddress),
         stats: newPeerServerStats(),
       };
-      let wired: { node: DhtNode; seeder: Seeder; port: number } | undefined;
+      let wired: { node: DhtNode; seeder: Seeder; port: number; proxy: ProxyDeps } | undefined;
       const handler = async (request: Request, info: RequestInfo) => {
-        const path = new URL(request.url).pathname;
+        // Only an origin-form target ("/...") can be for us; "http://host/..." is always a proxy request.
+        const path = info.rawTarget.startsWith("/") ? new URL(request.url).pathname : "";
         if (path.startsWith(PEER_PREFIX)) return handlePeer(request, info, peerDeps);
-        if (path.startsWith(CONTROL_PREFIX) && wired !== undefined) {
-          const { node, seeder, port } = wired;
-          return handleControl(request, info, {
-            node,
-            peerPort: port,
-            startedAt,
-            version: config.version,
-            download: (req, emit) =>
-              runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, emit),
-          });
-        }
-        return new Response("Not found\n", { status: 404 });
+        if (wired === undefined) return new Response("Starting\n", { status: 503, headers: { "Retry-After": "1" } });
+        if (!path.startsWith(CONTROL_PREFIX)) return handleProxy(request, info, wired.proxy);
+        const { node, seeder, port, proxy } = wired;
+        return handleControl(request, info, {
+          node,
+          peerPort: port,
+          startedAt,
+          version: config.version,
+          download: (req, emit) =>
+            runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, emit),
+          status: () => ({
+            connections: httpServer?.connections ?? 0,
+            proxy: { ...proxy.stats, knownFiles: proxy.known.count(), downloading: proxy.live.active, mirrors: mirrors.describe() },
+            peerServer: peerDeps.stats,
+          }),
+        });
       };
       const { http, socket } = await bindBoth(handler, config);
+      const httpServer = http;
       const node = new DhtNode({ socket, id, bootstrap: config.bootstrap, savedContacts: state.contacts() });
       const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
-      wired = { node, seeder, port: http.port };
+      const self = http.port;
+      const proxyStats = newProxyStats();
+      const proxy: ProxyDeps = {
+        known,
+        learner: new Learner({ known, keysFor: releaseKeys(config.sources, keyrings), log, now: Date.now }),
+        live: new LiveDownloads({
+          cache,
+          fetcher: fetchUrl,
+          findPeers: async (sha256) => {
+            const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
+            return found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
+          },
+          getItem: (key) => node.getItem(key),
+          seed: (sha256) => seeder.addCachedFile(sha256),
+          onBytes: (kind, bytes) => {
+            proxyStats.bytesFrom[kind] += bytes;
+          },
+          log,
+        }),
+        urls,
+        fetcher: fetchUrl,
+        clients: config.proxyAllow,
+        mirrors,
+        stats: proxyStats,
+        log,
+        now: Date.now,
+      };
+      wired = { node, seeder, port: http.port, proxy };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, { cache, index, seeder }, log);
+      return new Daemon(node, http, state, { cache, index, seeder, known }, log);
     } catch (err) {
       for (const part of opened.reverse()) part.close();
       throw err;
@@ -138,6 +197,7 @@ export class Daemon {
     this.node.close();
     await this.http.close();
     this.parts.index.close();
+    this.parts.known.close();
     this.parts.cache.close();
     this.state.close();
   }
@@ -170,4 +230,23 @@ function portError(config: ServeConfig, proto: string, err: unknown): AptP2pErro
     cause: err,
     hints: ["Stop the other program on that port, or choose another with --port."],
   });
+}
+
+/**
+ * The keys for the Release in directory `dir` (a URL as the proxy forwards it): those the matching APT
+ * source gives (Signed-By), else the system keyrings.
+ */
+function releaseKeys(sources: SourceEntry[], systemKeyrings: string[]): (dir: string) => Promise<KeyringSpec> {
+  const byDir = new Map<string, KeyringSpec>();
+  for (const entry of sources) {
+    const parsed = parseProxyTarget("GET", `${releaseBase(entry)}/InRelease`);
+    if (!parsed.ok) continue;
+    const dir = parsed.target.url.slice(0, -"/InRelease".length);
+    if (!byDir.has(dir)) byDir.set(dir, keysFor(entry, systemKeyrings));
+  }
+  return async (dir) => byDir.get(dir) ?? { paths: systemKeyrings, inline: [], fingerprints: [] };
+}
+
+function isOwnAddress(address: string): boolean {
+  return address.startsWith("127.") || address === "::1" || address === "0.0.0.0";
 }

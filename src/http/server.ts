@@ -4,12 +4,17 @@
  * and APT pipelines). Handlers stay plain functions, testable without a socket.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
 
 export interface RequestInfo {
   remoteAddress: string;
   remotePort: number;
+  /**
+   * The request-target exactly as received: "/path" (origin form) or "http://host/path" (absolute form, a
+   * proxy request). Unlike request.url it is not normalised, so "..", "%2e" and the like are still visible.
+   */
+  rawTarget: string;
 }
 
 export type Handler = (request: Request, info: RequestInfo) => Response | Promise<Response>;
@@ -17,6 +22,8 @@ export type Handler = (request: Request, info: RequestInfo) => Response | Promis
 export interface HttpServer {
   readonly port: number;
   readonly address: string;
+  /** TCP connections accepted so far (keep-alive and pipelining keep this low). */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -25,6 +32,18 @@ export async function listen(handler: Handler, options: { hostname: string; port
     void serveOne(handler, req, res);
   });
   server.keepAliveTimeout = 30_000;
+  let connections = 0;
+  server.on("connection", () => {
+    connections += 1;
+  });
+  // node:http hands CONNECT to this event, not to the request handler, and drops the socket when nobody
+  // listens: answer it instead, so that a client learns why (HTTPS tunnels are not offered).
+  server.on("connect", (req: IncomingMessage, socket: Socket) => {
+    const body = `CONNECT is not supported: apt-p2p does not tunnel HTTPS (${req.url ?? ""}). Use the /https/<host>/... prefix form instead.\n`;
+    socket.end(
+      `HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.hostname, () => {
@@ -37,6 +56,9 @@ export async function listen(handler: Handler, options: { hostname: string; port
   return {
     port: bound.port,
     address: bound.address,
+    get connections() {
+      return connections;
+    },
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -48,7 +70,11 @@ export async function listen(handler: Handler, options: { hostname: string; port
 }
 
 async function serveOne(handler: Handler, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const info: RequestInfo = { remoteAddress: normalizeAddress(req.socket.remoteAddress ?? ""), remotePort: req.socket.remotePort ?? 0 };
+  const info: RequestInfo = {
+    remoteAddress: normalizeAddress(req.socket.remoteAddress ?? ""),
+    remotePort: req.socket.remotePort ?? 0,
+    rawTarget: req.url ?? "/",
+  };
   let response: Response;
   try {
     response = await handler(toRequest(req), info);
@@ -92,7 +118,9 @@ async function serveOne(handler: Handler, req: IncomingMessage, res: ServerRespo
 function toRequest(req: IncomingMessage): Request {
   const host = req.headers.host ?? "localhost";
   // Absolute-form request targets (proxy requests) are kept as they are.
-  const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(req.url ?? "") ? req.url! : `http://${host}${req.url ?? "/"}`;
+  let url = /^[a-z][a-z0-9+.-]*:\/\//i.test(req.url ?? "") ? req.url! : `http://${host}${req.url ?? "/"}`;
+  // A target no URL parser accepts still reaches the handler, which judges info.rawTarget and says why.
+  if (!URL.canParse(url)) url = "http://invalid.invalid/";
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined) continue;

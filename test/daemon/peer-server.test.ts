@@ -33,8 +33,8 @@ const sha256Hex = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(b
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
 const patterned = (size: number, seed: number) => new Uint8Array(size).map((_, i) => (i * 31 + seed) % 251);
 
-const A: RequestInfo = { remoteAddress: "10.0.0.1", remotePort: 40000 };
-const B: RequestInfo = { remoteAddress: "10.0.0.2", remotePort: 40001 };
+const A: RequestInfo = { remoteAddress: "10.0.0.1", remotePort: 40000, rawTarget: "/" };
+const B: RequestInfo = { remoteAddress: "10.0.0.2", remotePort: 40001, rawTarget: "/" };
 
 let dir: string;
 let served: FakeServed;

@@ -1,0 +1,218 @@
+/**
+ * Downloads of files whose signed hash is known, shared by every client asking for them and read while
+ * they run: APT gets bytes as pieces land (in order), not after the whole file.
+ *
+ * What a reader may send: the written prefix the download reports — pieces each checked against the piece
+ * list, or the mirror's bytes in order — but never the last byte before the whole file matched its
+ * SHA-256. A client therefore cannot end up with a complete wrong file: if the final check fails, its
+ * connection is cut short of the end. When a swarm download starts over (its piece list proved wrong),
+ * clients that were sent bytes of the failed attempt are cut too; the others read the new attempt.
+ */
+import { open, type FileHandle } from "node:fs/promises";
+import type { NodeId } from "../dht/id.ts";
+import type { Fetcher } from "../http/fetch.ts";
+import type { CachedFile, ContentCache } from "../store/cache.ts";
+import type { DownloadTarget } from "../transfer/download.ts";
+import { fromSources, obtainFile } from "../transfer/obtain.ts";
+import type { AnnouncedPeer } from "../transfer/piece-lists.ts";
+import { HttpSource } from "../transfer/source.ts";
+import { swarmDownload } from "../transfer/swarm.ts";
+
+/** Bytes read from disk per chunk sent to a client. */
+const READ_CHUNK_BYTES = 256 * 1024;
+
+export interface LiveDeps {
+  cache: ContentCache;
+  fetcher: Fetcher;
+  /** Peers announcing the file (our own address left out); [] when none or no DHT. */
+  findPeers: (sha256: string) => Promise<AnnouncedPeer[]>;
+  getItem?: (key: NodeId) => Promise<Uint8Array | undefined>;
+  /** A file just entered the cache: seed it. */
+  seed: (sha256: string) => Promise<void>;
+  /** Verified bytes by kind of source, as they land. */
+  onBytes?: (kind: "mirror" | "peer" | "cache", bytes: number) => void;
+  log: (line: string) => void;
+  now?: () => number;
+}
+
+export class LiveDownloads {
+  private readonly running = new Map<string, LiveDownload>();
+
+  constructor(private readonly deps: LiveDeps) {}
+
+  /** The download of `target` from `mirrors` (and peers), started now or joined if running. */
+  get(target: DownloadTarget, mirrors: string[]): LiveDownload {
+    const running = this.running.get(target.sha256);
+    if (running !== undefined) return running;
+    const live = new LiveDownload(target, mirrors, this.deps);
+    this.running.set(target.sha256, live);
+    void live.done.then(
+      () => this.running.delete(target.sha256),
+      () => this.running.delete(target.sha256),
+    );
+    return live;
+  }
+
+  get active(): number {
+    return this.running.size;
+  }
+}
+
+export class LiveDownload {
+  /** The written prefix readers may take (before the file is done). */
+  private prefix = 0;
+  /** Bumped when the download starts over: bytes read before are suspect. */
+  generation = 0;
+  private path: string | undefined;
+  file: CachedFile | undefined;
+  error: unknown;
+  private waiters: (() => void)[] = [];
+  readonly done: Promise<CachedFile>;
+
+  constructor(
+    readonly target: DownloadTarget,
+    private readonly mirrors: string[],
+    private readonly deps: LiveDeps,
+  ) {
+    let fresh = false;
+    this.done = obtainFile(
+      { cache: deps.cache, now: deps.now ?? Date.now },
+      target,
+      (path) => {
+        fresh = true;
+        return this.fetchInto(path);
+      },
+      (bytes) => deps.onBytes?.("cache", bytes),
+    ).then(
+      (obtained) => {
+        this.file = obtained.file;
+        this.wake();
+        if (fresh) void deps.seed(target.sha256).catch((err: unknown) => deps.log(`seeding ${target.name} failed: ${message(err)}`));
+        return obtained.file;
+      },
+      (err: unknown) => {
+        this.error = err;
+        this.wake();
+        throw err;
+      },
+    );
+    this.done.catch(() => undefined); // readers and callers see the error; this copy must not be "unhandled"
+  }
+
+  private async fetchInto(path: string) {
+    this.path = path;
+    const onPrefix = (bytes: number) => {
+      if (bytes < this.prefix) this.generation += 1;
+      this.prefix = bytes;
+      this.wake();
+    };
+    const peers = await this.deps.findPeers(this.target.sha256).catch(() => [] as AnnouncedPeer[]);
+    if (peers.length === 0) {
+      const sources = this.mirrors.map((m) => new HttpSource(m, this.deps.fetcher));
+      return fromSources(this.target, sources, { onPrefix, onProgress: (bytes) => this.deps.onBytes?.("mirror", bytes) })(path);
+    }
+    return swarmDownload(
+      this.target,
+      { mirrors: this.mirrors, peers },
+      path,
+      { fetcher: this.deps.fetcher, getItem: this.deps.getItem },
+      { onPrefix, onProgress: (event) => this.deps.onBytes?.(event.kind, event.bytes) },
+    );
+  }
+
+  /** How far a reader may read now: the whole file when done, else the prefix short of the last byte. */
+  private limit(): number {
+    if (this.file !== undefined) return this.target.size;
+    return Math.min(this.prefix, this.target.size - 1);
+  }
+
+  /** Resolves when the byte at `pos` may be read (or the file is done); rejects when the download failed. */
+  async ready(pos: number): Promise<void> {
+    while (this.file === undefined && this.error === undefined && this.limit() <= pos) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.file === undefined && this.error !== undefined) throw this.error;
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /**
+   * The body for bytes start..end (inclusive), read from the download as it grows. It fails — cutting
+   * the client's connection — if the download fails or starts over after bytes were sent.
+   */
+  body(start: number, end: number, onSent?: (bytes: number) => void): ReadableStream<Uint8Array> {
+    let pos = start;
+    let handle: FileHandle | undefined;
+    let handleIsFinal = false;
+    let handleGeneration = -1;
+    let sentGeneration: number | undefined;
+    const closeHandle = async () => {
+      await handle?.close().catch(() => undefined);
+      handle = undefined;
+    };
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          try {
+            if (pos > end) {
+              await closeHandle();
+              controller.close();
+              return;
+            }
+            // Until a handle is open on the bytes readable now (the file may be renamed into the cache
+            // between the wait and the open: then the next round opens it there).
+            for (;;) {
+              await this.ready(pos);
+              if (sentGeneration !== undefined && sentGeneration !== this.generation) {
+                throw new Error(`${this.target.name}: the download started over after bytes were sent; cutting the transfer`);
+              }
+              if (this.file !== undefined) {
+                if (!handleIsFinal) {
+                  await closeHandle();
+                  handle = await open(this.file.path, "r");
+                  handleIsFinal = true;
+                }
+                break;
+              }
+              if (handle !== undefined && handleGeneration === this.generation) break;
+              await closeHandle();
+              handle = await this.openPartial();
+              handleGeneration = this.generation;
+              if (handle !== undefined) break;
+            }
+            const upTo = Math.min(end + 1, this.limit());
+            const buffer = new Uint8Array(Math.min(READ_CHUNK_BYTES, upTo - pos));
+            const { bytesRead } = await handle!.read(buffer, 0, buffer.length, pos);
+            if (bytesRead === 0) throw new Error(`${this.target.name}: no bytes at ${pos} of the download`);
+            sentGeneration ??= this.generation;
+            pos += bytesRead;
+            onSent?.(bytesRead);
+            controller.enqueue(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+          } catch (err) {
+            await closeHandle();
+            throw err;
+          }
+        },
+        cancel: closeHandle,
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  private async openPartial(): Promise<FileHandle | undefined> {
+    try {
+      return await open(this.path!, "r");
+    } catch (err) {
+      if (this.file !== undefined) return undefined;
+      throw err;
+    }
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
