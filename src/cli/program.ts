@@ -26,6 +26,7 @@ import { runServe, untilSignal } from "./serve.ts";
 import { loadSourcesFile, loadSystemSources, type SourceEntry } from "../debian/sources.ts";
 import { parseCidrList, parseMirrorAllow } from "../proxy/allow.ts";
 import { parseProxyTarget } from "../proxy/target.ts";
+import { aptConfigText } from "./apt-config.ts";
 
 export const VERSION: string = packageJson.version;
 
@@ -211,6 +212,22 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
         mirrorAllow: parseMirrorAllow(flags.mirrorAllow),
       };
       await runServe(config, io, (deps.stopServe ?? untilSignal)());
+    });
+
+  program
+    .command("apt-config")
+    .description("Print how to send APT through the proxy: the apt.conf line, or this machine's sources rewritten.")
+    .addOption(new Option("-s, --sources <file>", "APT sources file to rewrite instead of the system's").env("APT_P2P_SOURCES"))
+    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, sources.list.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
+    .addOption(new Option("--host <address>", "the address APT reaches apt-p2p at").default("127.0.0.1"))
+    .addOption(new Option("-p, --port <port>", "apt-p2p's port").default(String(DEFAULT_PORT)).env("APT_P2P_PORT"))
+    .action(async (flags: { sources?: string; aptDir: string; host: string; port: string }) => {
+      const port = parsePort(flags.port, "--port");
+      const aptDir = resolvePath(io.cwd, flags.aptDir);
+      const sourcesFile = flags.sources === undefined ? undefined : resolvePath(io.cwd, flags.sources);
+      const entries = sourcesFile === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(sourcesFile);
+      // Sources already in the prefix form are shown as the mirrors behind them, then rewritten again.
+      io.stdout(aptConfigText(unwrapProxied(entries, port), { host: flags.host, port, sourcesOrigin: sourcesFile ?? `${aptDir}/sources.list{,.d}` }));
     });
 
   const dht = program.command("dht").description("Ask the running daemon what its DHT node sees.");

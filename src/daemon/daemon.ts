@@ -30,6 +30,7 @@ import { LiveDownloads } from "../proxy/live.ts";
 import { handleProxy, newProxyStats, type ProxyDeps } from "../proxy/proxy.ts";
 import { parseProxyTarget } from "../proxy/target.ts";
 import { UrlCache } from "../proxy/url-cache.ts";
+import { hostArchitecture } from "../config.ts";
 
 /** How often the routing table is saved while running (and always at shutdown). */
 export const SAVE_CONTACTS_MS = 5 * 60_000;
@@ -149,23 +150,32 @@ export class Daemon {
       const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
       const self = http.port;
       const proxyStats = newProxyStats();
+      const live = new LiveDownloads({
+        cache,
+        fetcher: fetchUrl,
+        findPeers: async (sha256) => {
+          const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
+          return found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
+        },
+        getItem: (key) => node.getItem(key),
+        seed: (sha256) => seeder.addCachedFile(sha256),
+        onBytes: (kind, bytes) => {
+          proxyStats.bytesFrom[kind] += bytes;
+        },
+        log,
+      });
       const proxy: ProxyDeps = {
         known,
-        learner: new Learner({ known, keysFor: releaseKeys(config.sources, keyrings), log, now: Date.now }),
-        live: new LiveDownloads({
-          cache,
-          fetcher: fetchUrl,
-          findPeers: async (sha256) => {
-            const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
-            return found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
-          },
-          getItem: (key) => node.getItem(key),
-          seed: (sha256) => seeder.addCachedFile(sha256),
-          onBytes: (kind, bytes) => {
-            proxyStats.bytesFrom[kind] += bytes;
-          },
+        learner: new Learner({
+          known,
+          keysFor: releaseKeys(config.sources, keyrings),
+          fetchVerified: async (url, file) => (await live.get({ name: url.slice(url.lastIndexOf("/") + 1), ...file }, [url]).done).path,
+          arches: [hostArchitecture()],
           log,
+          now: Date.now,
         }),
+        live,
+        selfPort: self,
         urls,
         fetcher: fetchUrl,
         clients: config.proxyAllow,

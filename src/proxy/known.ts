@@ -55,6 +55,12 @@ export class KnownFiles {
         PRAGMA user_version = ${SCHEMA_VERSION};
       `);
     }
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS releases (
+        dir        TEXT PRIMARY KEY,   -- URL of the directory holding the verified Release
+        learned_at INTEGER NOT NULL
+      );
+    `);
     return new KnownFiles(db);
   }
 
@@ -92,6 +98,31 @@ export class KnownFiles {
   learnRelease(dir: string, release: Release, now: number): void {
     const rows = [...release.files].map(([path, entry]) => ({ url: `${dir}/${path}`, sha256: entry.sha256, size: entry.size, kind: kindOfIndexPath(path) }));
     this.insert(rows, now);
+    this.database().query("INSERT OR REPLACE INTO releases (dir, learned_at) VALUES (?, ?)").run(urlKey(dir), now);
+  }
+
+  /** A verified Release from `dir` was learned (at any time). */
+  hasRelease(dir: string): boolean {
+    return this.database().query("SELECT 1 FROM releases WHERE dir = ?").get(urlKey(dir)) !== null;
+  }
+
+  /**
+   * The Packages indexes of `arch` listed by the verified Releases under archive root `root` (one form
+   * per index directory, the smallest to read: .xz, then .gz, then plain), whose files are not known yet.
+   */
+  unreadPackagesIndexes(root: string, arch: string): { url: string; sha256: string; size: number }[] {
+    const rows = this.database()
+      .query("SELECT url, sha256, size FROM files WHERE index_kind = 'packages' AND url LIKE ? ESCAPE '\\' AND url LIKE ? ESCAPE '\\'")
+      .all(`${likeEscape(urlKey(root))}/dists/%`, `%/binary-${likeEscape(arch)}/Packages%`) as { url: string; sha256: string; size: number }[];
+    const best = new Map<string, { url: string; sha256: string; size: number; rank: number }>();
+    for (const row of rows) {
+      if (row.url.includes("/by-hash/")) continue;
+      const dir = row.url.slice(0, row.url.lastIndexOf("/"));
+      const rank = row.url.endsWith(".xz") ? 0 : row.url.endsWith(".gz") ? 1 : 2;
+      const held = best.get(dir);
+      if (held === undefined || rank < held.rank) best.set(dir, { ...row, rank });
+    }
+    return [...best.values()].filter((row) => !this.hasRead(row.sha256, root)).map(({ url, sha256, size }) => ({ url, sha256, size }));
   }
 
   /** Records files listed by an index (paths relative to `root`, the archive root URL). */
@@ -104,11 +135,11 @@ export class KnownFiles {
 
   /** The index with this hash was read for `root` already (its files are known). */
   hasRead(sha256: string, root: string): boolean {
-    return this.database().query("SELECT 1 FROM read_indexes WHERE sha256 = ? AND root = ?").get(sha256, root) !== null;
+    return this.database().query("SELECT 1 FROM read_indexes WHERE sha256 = ? AND root = ?").get(sha256, urlKey(root)) !== null;
   }
 
   markRead(sha256: string, root: string, now: number): void {
-    this.database().query("INSERT OR REPLACE INTO read_indexes (sha256, root, read_at) VALUES (?, ?, ?)").run(sha256, root, now);
+    this.database().query("INSERT OR REPLACE INTO read_indexes (sha256, root, read_at) VALUES (?, ?, ?)").run(sha256, urlKey(root), now);
   }
 
   /** Rows known, for the status page. */
@@ -138,6 +169,10 @@ export class KnownFiles {
     if (this.db === null) throw new Error("KnownFiles is closed");
     return this.db;
   }
+}
+
+function likeEscape(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 /**

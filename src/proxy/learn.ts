@@ -12,6 +12,10 @@ import type { IndexKind, KnownFile, KnownFiles } from "./known.ts";
 
 export interface LearnDeps {
   known: KnownFiles;
+  /** Fetches a file with a signed hash (from the cache, peers or the mirror) and gives its verified path. */
+  fetchVerified: (url: string, file: KnownFile) => Promise<string>;
+  /** Architectures whose Packages indexes are worth reading to find an unknown .deb ("all" debs use these). */
+  arches: string[];
   /** The keys allowed to sign the Release in directory `dir` (a URL). */
   keysFor: (dir: string) => Promise<KeyringSpec>;
   log: (line: string) => void;
@@ -20,6 +24,10 @@ export interface LearnDeps {
 
 export class Learner {
   private readonly pending = new Set<Promise<void>>();
+  /** Index reads by "sha256 root", so that two requests for one index read it once. */
+  private readonly reading = new Map<string, Promise<void>>();
+  /** Discoveries running, by "root arch". */
+  private readonly discovering = new Map<string, Promise<void>>();
 
   constructor(private readonly deps: LearnDeps) {}
 
@@ -49,9 +57,12 @@ export class Learner {
    * Reads a verified index (the file at `path`, fetched as `url`, with SHA-256 `sha256`) in the background
    * and learns the files it lists, once per index and archive root.
    */
-  readIndex(url: string, kind: IndexKind, path: string, sha256: string, compressedAs: string = url): void {
+  readIndex(url: string, kind: IndexKind, path: string, sha256: string, compressedAs: string = url): Promise<void> {
     const root = indexRoot(url);
-    if (this.deps.known.hasRead(sha256, root)) return;
+    const key = `${sha256} ${root}`;
+    const running = this.reading.get(key);
+    if (running !== undefined) return running;
+    if (this.deps.known.hasRead(sha256, root)) return Promise.resolve();
     const work = this.read(root, kind, path, compressionOf(compressedAs))
       .then(
         (count) => {
@@ -60,8 +71,13 @@ export class Learner {
         },
         (err: unknown) => this.deps.log(`cannot read index ${url}: ${err instanceof Error ? err.message : String(err)}`),
       )
-      .finally(() => this.pending.delete(work));
+      .finally(() => {
+        this.pending.delete(work);
+        this.reading.delete(key);
+      });
     this.pending.add(work);
+    this.reading.set(key, work);
+    return work;
   }
 
   private async read(root: string, kind: IndexKind, path: string, compression: ReturnType<typeof compressionOf>): Promise<number> {
@@ -81,12 +97,42 @@ export class Learner {
     return count;
   }
 
-  /** The signed hash of `url`, waiting for index reads in progress when it is not known yet. */
+  /**
+   * The signed hash of `url`, waiting for index reads in progress when it is not known yet. A .deb in a
+   * pool that no index read so far lists (APT did not fetch the indexes through us: they were current)
+   * makes us read the Packages indexes its verified Releases list, once.
+   */
   async lookup(url: string): Promise<KnownFile | null> {
     const found = this.deps.known.lookup(url);
-    if (found !== null || this.pending.size === 0) return found;
-    await Promise.all([...this.pending]);
+    if (found !== null) return found;
+    if (this.pending.size > 0) {
+      await Promise.all([...this.pending]);
+      const after = this.deps.known.lookup(url);
+      if (after !== null) return after;
+    }
+    const pool = /^(.*?)\/pool\/.*_([a-z0-9-]+)\.deb$/.exec(url);
+    if (pool === null) return null;
+    const arches = pool[2] === "all" ? this.deps.arches : [pool[2]!];
+    await Promise.all(arches.map((arch) => this.discover(pool[1]!, arch)));
     return this.deps.known.lookup(url);
+  }
+
+  private discover(root: string, arch: string): Promise<void> {
+    const key = `${root} ${arch}`;
+    const running = this.discovering.get(key);
+    if (running !== undefined) return running;
+    const work = (async () => {
+      for (const index of this.deps.known.unreadPackagesIndexes(root, arch)) {
+        try {
+          const path = await this.deps.fetchVerified(index.url, index);
+          await this.readIndex(index.url, "packages", path, index.sha256);
+        } catch (err) {
+          this.deps.log(`cannot fetch index ${index.url}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+    })().finally(() => this.discovering.delete(key));
+    this.discovering.set(key, work);
+    return work;
   }
 
   /** Resolves when no index read is in progress. */

@@ -60,6 +60,8 @@ export interface ProxyDeps {
   /** Clients allowed besides loopback (--proxy-allow). */
   clients: Cidr[];
   mirrors: MirrorAllowList;
+  /** Our own port: a forward-proxy request naming us (APT set up both ways at once) is read as prefix form. */
+  selfPort?: number;
   stats: ProxyStats;
   log: (line: string) => void;
   now: () => number;
@@ -70,7 +72,10 @@ export async function handleProxy(request: Request, info: RequestInfo, deps: Pro
   if (!clientAllowed(info.remoteAddress, deps.clients)) {
     return refuse(deps, 403, `apt-p2p: the APT proxy answers only this machine (loopback) by default, not ${info.remoteAddress}. To serve other machines, start serve with --proxy-allow <CIDR,...>.`);
   }
-  const parsed = parseProxyTarget(request.method, info.rawTarget);
+  let parsed = parseProxyTarget(request.method, info.rawTarget);
+  if (parsed.ok && parsed.target.form === "proxy" && parsed.target.port === deps.selfPort && isLoopbackHost(parsed.target.host)) {
+    parsed = parseProxyTarget(request.method, parsed.target.path);
+  }
   if (!parsed.ok) return refuse(deps, parsed.status, parsed.message, parsed.status === 405 ? { Allow: "GET, HEAD" } : {});
   const target = parsed.target;
   if (!deps.mirrors.allows(target)) return refuse(deps, 403, refusedMirrorMessage(target));
@@ -96,6 +101,11 @@ async function releaseFile(request: Request, target: UpstreamTarget, name: strin
     return staleCopy(request, target, `HTTP ${upstream.status}`, deps);
   }
   deps.stats.passedThrough += 1;
+  const dir = target.url.slice(0, target.url.length - name.length - 1);
+  if (upstream.status === 304 && name === "InRelease" && !deps.known.hasRelease(dir)) {
+    // APT's copy is current, but we have never seen it: fetch it whole to learn what it signs.
+    await learnReleaseAt(target, dir, deps);
+  }
   if (upstream.status !== 200) {
     // 304 (APT's copy is current), 404 (no InRelease: APT falls back to Release), ...: as the mirror says.
     const body = upstream.status === 304 ? null : await upstream.arrayBuffer();
@@ -116,13 +126,25 @@ async function releaseFile(request: Request, target: UpstreamTarget, name: strin
   };
   await deps.urls.putBytes(bytes, meta).catch((err: unknown) => deps.log(`cannot keep a copy of ${target.url}: ${describe(err)}`));
   // Learn before answering: APT asks for the indexes the moment it has the Release.
-  const dir = target.url.slice(0, target.url.length - name.length - 1);
   if (name === "InRelease") await deps.learner.inRelease(dir, bytes);
   if (name === "Release.gpg") {
     const release = await deps.urls.get(`${dir}/Release`);
     if (release !== null) await deps.learner.detachedRelease(dir, await Bun.file(release.path).bytes(), bytes);
   }
   return new Response(bytes, { status: 200, headers: { ...passedHeaders(upstream), "content-length": String(bytes.length) } });
+}
+
+async function learnReleaseAt(target: UpstreamTarget, dir: string, deps: ProxyDeps): Promise<void> {
+  try {
+    const response = await deps.fetcher(target.url, { headers: { "Accept-Encoding": "identity" } });
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      return;
+    }
+    await deps.learner.inRelease(dir, new Uint8Array(await response.arrayBuffer()));
+  } catch (err) {
+    deps.log(`cannot fetch ${target.url} to learn from it: ${describe(err)}`);
+  }
 }
 
 /** The mirror is down: our last copy, marked stale, or an error saying there is none. */
@@ -340,6 +362,10 @@ function text(status: number, message: string, extra: Record<string, string> = {
     status,
     headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Length": String(bytes.length), ...extra },
   });
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function describe(err: unknown): string {

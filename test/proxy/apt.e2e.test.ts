@@ -151,6 +151,20 @@ describe("apt-get through the proxy", () => {
     expect((await status(daemon)).proxy.bytesFrom.cache).toBeGreaterThan(0);
   }, 120_000);
 
+  test("lists fetched before the proxy was set up (InRelease 304): the proxy still learns the hashes, and peers give the .debs", async () => {
+    const daemon = await proxy(true);
+    const dir = join(work, `apt-${counter++}`);
+    const direct = await isolatedApt(dir, { sources: [sourceLine] });
+    expect((await direct.run(["update"])).code).toBe(0);
+    const client = await isolatedApt(dir, { sources: [sourceLine], proxy: daemon.url });
+    await updateAndInstall(client, ["ten", "three"]);
+    // APT fetched no index through the proxy (its lists were current): the proxy fetched one itself (from
+    // the mirror or a peer that cached it) to learn what it lists.
+    expect(daemon.log()).toMatch(/learned \d+ file hashes from .*Packages/);
+    await expectRepositoryDebs(client, ["ten", "three"]);
+    expect((await status(daemon)).proxy.bytesFrom.peer).toBeGreaterThan(0);
+  }, 120_000);
+
   test("with the mirror down after `update`, the peers give every .deb and the install succeeds", async () => {
     const daemon = await proxy(true);
     const client = await apt(daemon, "proxy");
