@@ -11,7 +11,7 @@ export interface IsolatedApt {
   dir: string;
   /** Where `install --download-only` leaves the .debs. */
   archives: string;
-  run(args: string[], options?: { timeoutMs?: number }): Promise<{ code: number; stdout: string; stderr: string }>;
+  run(args: string[], options?: { timeoutMs?: number; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** SHA-256 of each .deb in the archives dir, by file name. */
   debs(): Promise<Map<string, string>>;
 }
@@ -56,6 +56,7 @@ export async function isolatedApt(dir: string, setup: AptSetup): Promise<Isolate
     archives,
     run: async (args, options = {}) => {
       const proc = Bun.spawn(["apt-get", "-q", "-y", ...args], {
+        cwd: options.cwd,
         env: { ...process.env, APT_CONFIG: config, DEBIAN_FRONTEND: "noninteractive", http_proxy: "", HTTP_PROXY: "", no_proxy: "" },
         stdout: "pipe",
         stderr: "pipe",

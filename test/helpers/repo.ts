@@ -202,3 +202,38 @@ export async function exportArmoredKey(key: GpgKey): Promise<string> {
 export async function sha256File(path: string): Promise<string> {
   return new Bun.CryptoHasher("sha256").update(await readFile(path)).digest("hex");
 }
+
+/**
+ * Adds a native source package (dpkg-source) to the pool, writes dists/<suite>/main/source/Sources{,.xz}
+ * and signs the Release again. Returns the pool paths of its files (.dsc and .tar.xz).
+ */
+export async function addSourcePackage(root: string, suite: string, spec: { name: string; version: string }, options: SignOptions): Promise<string[]> {
+  const work = await mkdtemp(join(tmpdir(), "apt-p2p-src-"));
+  try {
+    const tree = join(work, `${spec.name}-${spec.version}`);
+    await mkdir(join(tree, "debian/source"), { recursive: true });
+    await writeFile(join(tree, "debian/source/format"), "3.0 (native)\n");
+    await writeFile(
+      join(tree, "debian/control"),
+      `Source: ${spec.name}\nMaintainer: apt-p2p tests <tests@example.invalid>\nSection: misc\nPriority: optional\nStandards-Version: 4.6.2\n\nPackage: ${spec.name}\nArchitecture: all\nDescription: test source ${spec.name}\n Built by the apt-p2p test suite.\n`,
+    );
+    await writeFile(
+      join(tree, "debian/changelog"),
+      `${spec.name} (${spec.version}) unstable; urgency=medium\n\n  * Test.\n\n -- apt-p2p tests <tests@example.invalid>  Thu, 01 Jan 2026 00:00:00 +0000\n`,
+    );
+    await writeFile(join(tree, "README"), noise(20_000, hash(spec.name)));
+    await run(["dpkg-source", "-b", tree], { cwd: work });
+    const poolDir = join("pool/main", spec.name[0]!, spec.name);
+    await mkdir(join(root, poolDir), { recursive: true });
+    const files = [`${spec.name}_${spec.version}.dsc`, `${spec.name}_${spec.version}.tar.xz`];
+    for (const file of files) await writeFile(join(root, poolDir, file), await readFile(join(work, file)));
+    const srcDir = join(root, "dists", suite, "main/source");
+    await mkdir(srcDir, { recursive: true });
+    await writeFile(join(srcDir, "Sources"), await run(["apt-ftparchive", "sources", "pool"], { cwd: root }));
+    await run(["xz", "-kf", "Sources"], { cwd: srcDir });
+    await signRelease(root, suite, options);
+    return files.map((file) => join(poolDir, file));
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -11,7 +11,7 @@ import { basename, join } from "node:path";
 import { isolatedApt, type IsolatedApt } from "../helpers/apt.ts";
 import { startServe, waitFor, type ServeProcess } from "../helpers/daemon.ts";
 import { startMirror, type TestMirror } from "../helpers/mirror.ts";
-import { buildRepo, dropGpgKey, makeGpgKey, noise, sha256File, type GpgKey, type Repo } from "../helpers/repo.ts";
+import { addSourcePackage, buildRepo, dropGpgKey, makeGpgKey, noise, sha256File, type GpgKey, type Repo } from "../helpers/repo.ts";
 
 const PACKAGES = [
   { name: "tiny", version: "1.0", payloadBytes: 2_000 },
@@ -37,6 +37,8 @@ let sourceLine: string;
 /** SHA-256 of each .deb by file name. */
 const expected = new Map<string, string>();
 let counter = 0;
+/** Pool paths of the source package's files. */
+let sourceFiles: string[];
 
 interface Status {
   connections: number;
@@ -61,7 +63,9 @@ async function apt(daemon: ServeProcess, form: "proxy" | "prefix"): Promise<Isol
   const dir = join(work, `apt-${counter++}`);
   return form === "proxy"
     ? isolatedApt(dir, { sources: [sourceLine], proxy: daemon.url })
-    : isolatedApt(dir, { sources: [`deb [signed-by=${key.keyring}] ${daemon.url}/127.0.0.1:${mirrorPort}/ stable main`] });
+    : isolatedApt(dir, {
+        sources: ["deb", "deb-src"].map((type) => `${type} [signed-by=${key.keyring}] ${daemon.url}/127.0.0.1:${mirrorPort}/ stable main`),
+      });
 }
 
 async function updateAndInstall(client: IsolatedApt, names: string[]): Promise<void> {
@@ -86,10 +90,11 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "apt-p2p-proxy-e2e-"));
   key = await makeGpgKey("proxy");
   repo = await buildRepo(join(work, "repo"), { key, packages: [...PACKAGES, LONELY], byHash: true });
+  sourceFiles = await addSourcePackage(repo.root, repo.suite, { name: "greet", version: "1.0" }, { key, byHash: true });
   for (const [, path] of repo.debs) expected.set(basename(path), await sha256File(join(repo.root, path)));
   mirror = await startMirror(repo.root);
   mirrorPort = Number(new URL(mirror.url).port);
-  sourceLine = `deb [signed-by=${key.keyring}] ${mirror.url}/ stable main`;
+  sourceLine = `deb [signed-by=${key.keyring}] ${mirror.url}/ stable main\ndeb-src [signed-by=${key.keyring}] ${mirror.url}/ stable main`;
   sourcesFile = join(work, "repo.list");
   await writeFile(sourcesFile, `${sourceLine}\n`);
 
@@ -163,6 +168,25 @@ describe("apt-get through the proxy", () => {
     expect(daemon.log()).toMatch(/learned \d+ file hashes from .*Packages/);
     await expectRepositoryDebs(client, ["ten", "three"]);
     expect((await status(daemon)).proxy.bytesFrom.peer).toBeGreaterThan(0);
+  }, 120_000);
+
+  test("apt-get download and apt-get source, in both forms, get the repository's files", async () => {
+    const daemon = await proxy(false);
+    for (const form of ["proxy", "prefix"] as const) {
+      const client = await apt(daemon, form);
+      expect((await client.run(["update"])).code).toBe(0);
+      const cwd = join(client.dir, "here");
+      await mkdir(cwd);
+      const download = await client.run(["download", "small"], { cwd });
+      expect(download.code).toBe(0);
+      const debName = basename(repo.debs.get("small_1.0")!);
+      expect(await sha256File(join(cwd, debName))).toBe(expected.get(debName)!);
+      const source = await client.run(["source", "--download-only", "greet"], { cwd });
+      if (source.code !== 0) throw new Error(`apt-get source failed:\n${source.stdout}\n${source.stderr}`);
+      for (const path of sourceFiles) expect(await sha256File(join(cwd, basename(path)))).toBe(await sha256File(join(repo.root, path)));
+    }
+    // The source files were known by their signed hashes (from Sources), not passed through.
+    expect(daemon.log()).toMatch(/learned \d+ file hashes from .*Sources/);
   }, 120_000);
 
   test("with the mirror down after `update`, the peers give every .deb and the install succeeds", async () => {
