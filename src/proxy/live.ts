@@ -20,6 +20,8 @@ import { swarmDownload } from "../transfer/swarm.ts";
 
 /** Bytes read from disk per chunk sent to a client. */
 const READ_CHUNK_BYTES = 256 * 1024;
+/** A DHT lookup slower than this is not waited for: the mirror starts alone (APT is waiting). */
+export const PEER_LOOKUP_TIMEOUT_MS = 3_000;
 
 export interface LiveDeps {
   cache: ContentCache;
@@ -33,6 +35,8 @@ export interface LiveDeps {
   onBytes?: (kind: "mirror" | "peer" | "cache", bytes: number) => void;
   log: (line: string) => void;
   now?: () => number;
+  /** Default PEER_LOOKUP_TIMEOUT_MS. */
+  lookupTimeoutMs?: number;
 }
 
 export class LiveDownloads {
@@ -106,7 +110,11 @@ export class LiveDownload {
       this.prefix = bytes;
       this.wake();
     };
-    const peers = await this.deps.findPeers(this.target.sha256).catch(() => [] as AnnouncedPeer[]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const peers = await Promise.race([
+      this.deps.findPeers(this.target.sha256).catch(() => [] as AnnouncedPeer[]),
+      new Promise<AnnouncedPeer[]>((resolve) => (timer = setTimeout(() => resolve([]), this.deps.lookupTimeoutMs ?? PEER_LOOKUP_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
     if (peers.length === 0) {
       const sources = this.mirrors.map((m) => new HttpSource(m, this.deps.fetcher));
       return fromSources(this.target, sources, { onPrefix, onProgress: (bytes) => this.deps.onBytes?.("mirror", bytes) })(path);

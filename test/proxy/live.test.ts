@@ -125,3 +125,14 @@ test("two clients asking at once share one download, and a range reads only its 
   expect(Buffer.from(await part).equals(Buffer.from(data.subarray(1000, 2000)))).toBe(true);
   expect(mirror.calls.length).toBe(1);
 });
+
+test("a DHT lookup that hangs does not hold the download: the mirror starts when the lookup times out", async () => {
+  const { data, sha256 } = content();
+  const mirror = handFedMirror();
+  const all = new LiveDownloads({ cache, fetcher: mirror.fetcher, findPeers: () => new Promise(() => {}), seed: async () => {}, log: () => {}, lookupTimeoutMs: 50 });
+  const live = all.get({ name: `d-${n++}.deb`, size: SIZE, sha256 }, ["http://mirror.invalid/d.deb"]);
+  await mirror.asked;
+  mirror.feed(data);
+  mirror.end();
+  expect((await live.done).sha256).toBe(sha256);
+});
