@@ -58,6 +58,10 @@ export interface ServeConfig {
   proxyAllow: Cidr[];
   /** Mirrors allowed besides those of the sources (--mirror-allow "HOST[:PORT]"). */
   mirrorAllow: string[];
+  /** Status page and /metrics clients allowed besides loopback (--status-allow). */
+  statusAllow?: Cidr[];
+  /** The cache quota as given (--cache-size): "10G", "500MiB", "5%" of the disk; absent = unlimited. */
+  cacheSize?: string;
 }
 
 /** Concurrent uploads to one address by default: a downloader keeps a few requests in flight. */

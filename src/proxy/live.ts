@@ -60,6 +60,27 @@ export class LiveDownloads {
   get active(): number {
     return this.running.size;
   }
+
+  /** The downloads running now, for the status page. */
+  list(): TransferInfo[] {
+    return [...this.running.values()].map((live) => ({
+      name: live.target.name,
+      sha256: live.target.sha256,
+      size: live.target.size,
+      startedAt: live.startedAt,
+      bytes: { ...live.bytes },
+    }));
+  }
+}
+
+export interface TransferInfo {
+  name: string;
+  sha256: string;
+  size: number;
+  /** ms since epoch. */
+  startedAt: number;
+  /** Verified bytes so far by kind of source. */
+  bytes: { mirror: number; peer: number; cache: number };
 }
 
 export class LiveDownload {
@@ -72,6 +93,9 @@ export class LiveDownload {
   error: unknown;
   private waiters: (() => void)[] = [];
   readonly done: Promise<CachedFile>;
+  readonly startedAt = Date.now();
+  /** Verified bytes so far by kind of source. */
+  readonly bytes = { mirror: 0, peer: 0, cache: 0 };
 
   constructor(
     readonly target: DownloadTarget,
@@ -86,7 +110,7 @@ export class LiveDownload {
         fresh = true;
         return this.fetchInto(path);
       },
-      (bytes) => deps.onBytes?.("cache", bytes),
+      (bytes) => this.count("cache", bytes),
     ).then(
       (obtained) => {
         this.file = obtained.file;
@@ -117,15 +141,20 @@ export class LiveDownload {
     ]).finally(() => clearTimeout(timer));
     if (peers.length === 0) {
       const sources = this.mirrors.map((m) => new HttpSource(m, this.deps.fetcher));
-      return fromSources(this.target, sources, { onPrefix, onProgress: (bytes) => this.deps.onBytes?.("mirror", bytes) })(path);
+      return fromSources(this.target, sources, { onPrefix, onProgress: (bytes) => this.count("mirror", bytes) })(path);
     }
     return swarmDownload(
       this.target,
       { mirrors: this.mirrors, peers },
       path,
       { fetcher: this.deps.fetcher, getItem: this.deps.getItem },
-      { onPrefix, onProgress: (event) => this.deps.onBytes?.(event.kind, event.bytes) },
+      { onPrefix, onProgress: (event) => this.count(event.kind, event.bytes) },
     );
+  }
+
+  private count(kind: "mirror" | "peer" | "cache", bytes: number): void {
+    this.bytes[kind] += bytes;
+    this.deps.onBytes?.(kind, bytes);
   }
 
   /** How far a reader may read now: the whole file when done, else the prefix short of the last byte. */
