@@ -17,6 +17,8 @@ export const ErrorCode = {
   DestinationUnwritable: "DESTINATION_UNWRITABLE",
   DaemonUnreachable: "DAEMON_UNREACHABLE",
   AddressInUse: "ADDRESS_IN_USE",
+  /** `apt-p2p cache verify` found (and removed) files whose content is not their hash. */
+  CacheCorrupt: "CACHE_CORRUPT",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

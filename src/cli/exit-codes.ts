@@ -17,6 +17,7 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   [ErrorCode.DestinationUnwritable]: 10,
   [ErrorCode.DaemonUnreachable]: 11,
   [ErrorCode.AddressInUse]: 12,
+  [ErrorCode.CacheCorrupt]: 13,
 };
 
 export const EXIT_CODE_HELP = `Exit codes:
@@ -32,4 +33,5 @@ export const EXIT_CODE_HELP = `Exit codes:
   9   mirror unreachable or answered with an HTTP error
   10  destination or cache not writable, or disk full
   11  no apt-p2p daemon answers at the --daemon URL
-  12  cannot listen on the requested address or port`;
+  12  cannot listen on the requested address or port
+  13  cache verify found corrupt files (it removed them)`;

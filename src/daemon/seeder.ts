@@ -91,6 +91,8 @@ export interface SeederStats {
   hashed: number;
   announced: number;
   announceFailures: number;
+  /** Cache files dropped through removeCachedFile() (evicted). */
+  removedFromCache: number;
   inFlight: number;
   lastScan: ScanResult | null;
 }
@@ -129,6 +131,7 @@ export class Seeder {
   private hashed = 0;
   private announced = 0;
   private announceFailures = 0;
+  private removedFromCache = 0;
   private lastScan: ScanResult | null = null;
   private closed = false;
 
@@ -195,6 +198,21 @@ export class Seeder {
   }
 
   /**
+   * A file left the cache (evicted for the quota): stop serving it and stop announcing it. Only the
+   * cache's row goes: a copy of the same content in a seed directory is still served and announced.
+   * Nothing is sent to the DHT: BEP 5 has no withdrawal, and the values we stored expire at the
+   * storing nodes (30 minutes, src/dht/storage.ts) once we stop refreshing them, which is enough —
+   * a peer that still finds us meanwhile gets a 404 and tries another source.
+   */
+  async removeCachedFile(sha256: string): Promise<void> {
+    if (!SHA256_HEX.test(sha256)) throw new AptP2pError(ErrorCode.Internal, `Cannot unseed '${sha256}': not a lower-case hex SHA-256`);
+    const path = join(this.options.cacheDir, "files", sha256.slice(0, 2), sha256);
+    this.index.remove(path);
+    this.rejected.delete(path);
+    this.removedFromCache++;
+  }
+
+  /**
    * Announces up to `announcesPerTick` due contents, `concurrency` at a time, and resolves with how many
    * were stored. A call while another runs shares it.
    */
@@ -211,6 +229,7 @@ export class Seeder {
       hashed: this.hashed,
       announced: this.announced,
       announceFailures: this.announceFailures,
+      removedFromCache: this.removedFromCache,
       inFlight: this.inFlight,
       lastScan: this.lastScan,
     };

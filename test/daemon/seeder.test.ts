@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Seeder, type Announcer, type IntervalTimers, type SeederOptions } from "../../src/daemon/seeder.ts";
 import { sha1 } from "../../src/dht/node.ts";
+import { ContentCache } from "../../src/store/cache.ts";
 import { SeedIndex } from "../../src/store/seed-index.ts";
 import { hashFilePieces, PIECE_SIZE_BYTES, pieceListItem, pieceListKey } from "../../src/transfer/pieces.ts";
 import { startSim, type Sim } from "../helpers/dht-sim.ts";
@@ -287,6 +288,63 @@ describe("Seeder", () => {
     expect(fake.keysHex()).toEqual([keyOf(sha256Of("old")), keyOf(sha256Of("new"))]);
     expect(await seeder.announceDue()).toBe(0);
     await expect(seeder.addCachedFile("../etc/passwd")).rejects.toThrow("SHA-256");
+  });
+
+  test("removeCachedFile() stops serving and announcing a cache file, but a seed-directory copy stays served", async () => {
+    await putCached("gone");
+    await putCached("shared");
+    await writeFile(join(seedDir, "shared.deb"), "shared");
+    const fake = new FakeAnnouncer();
+    const seeder = makeSeeder(fake);
+    await seeder.scan();
+    expect(await seeder.announceDue()).toBe(2);
+    expect(index.bySha256(sha256Of("shared"))?.origin).toBe("cache");
+
+    // As after an eviction: the cache's files are deleted, then the seeder is told.
+    for (const content of ["gone", "shared"]) {
+      await rm(join(cacheDir, "files", sha256Of(content).slice(0, 2), sha256Of(content)));
+      await seeder.removeCachedFile(sha256Of(content));
+    }
+    expect(index.bySha256(sha256Of("gone"))).toBeNull();
+    expect(index.bySha256(sha256Of("shared"))?.path).toBe(join(seedDir, "shared.deb"));
+    expect(index.paths("cache")).toEqual([]);
+    expect(seeder.stats()).toMatchObject({ files: 1, removedFromCache: 2 });
+
+    now += REFRESH_MS;
+    fake.announces = [];
+    expect(await seeder.announceDue()).toBe(1);
+    expect(fake.keysHex()).toEqual([keyOf(sha256Of("shared"))]);
+    expect(await seeder.scan()).toEqual({ added: 0, changed: 0, removed: 0, unchanged: 1 });
+    await expect(seeder.removeCachedFile("../etc/passwd")).rejects.toThrow("SHA-256");
+  });
+
+  test("a file the cache evicts for its quota is no longer served nor announced", async () => {
+    const fake = new FakeAnnouncer();
+    const seeder = makeSeeder(fake);
+    const unseeding: Promise<void>[] = [];
+    const cache = await ContentCache.open(cacheDir, { limitBytes: 10, onEvicted: (sha) => unseeding.push(seeder.removeCachedFile(sha)) });
+    try {
+      const adopt = async (content: string, at: number) => {
+        const temp = cache.tempPath("x.deb");
+        await writeFile(temp, content);
+        await cache.adopt(temp, { sha256: sha256Of(content), size: content.length, name: `${content}.deb` }, at);
+        await seeder.addCachedFile(sha256Of(content));
+      };
+      await adopt("first!", 1);
+      expect(index.bySha256(sha256Of("first!"))?.origin).toBe("cache");
+      await adopt("second", 2);
+      await Promise.all(unseeding);
+      expect(unseeding).toHaveLength(1);
+      expect(index.bySha256(sha256Of("first!"))).toBeNull();
+      expect(index.bySha256(sha256Of("second"))?.origin).toBe("cache");
+
+      now += REFRESH_MS;
+      fake.announces = [];
+      await seeder.announceDue();
+      expect(fake.keysHex()).toEqual([keyOf(sha256Of("second"))]);
+    } finally {
+      cache.close();
+    }
   });
 
   test("refresh times are spread over 80–100% of the refresh interval", async () => {
