@@ -52,6 +52,8 @@ export interface PeerServerDeps {
   sleep?: (ms: number) => Promise<void>;
   /** Retry-After of a 503. Default DEFAULT_RETRY_AFTER_SECONDS. */
   retryAfterSeconds?: number;
+  /** Keeps a cached file from eviction while it is sent (the cache's pin); returns the release. */
+  pin?: (sha256: string) => () => void;
 }
 
 export async function handlePeer(request: Request, info: RequestInfo, deps: PeerServerDeps): Promise<Response> {
@@ -71,8 +73,22 @@ export async function handlePeer(request: Request, info: RequestInfo, deps: Peer
 
 async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDeps, sha256: string): Promise<Response> {
   const file = deps.served.bySha256(sha256);
-  if (file === null || !(await unchangedOnDisk(file))) {
-    if (file !== null) deps.served.invalidate(sha256);
+  if (file === null) return notFound(deps);
+  const unpin = deps.pin?.(sha256) ?? (() => {});
+  try {
+    return await serveKnownFile(request, info, deps, file, unpin);
+  } catch (err) {
+    unpin();
+    throw err;
+  }
+}
+
+/** Answers for a file we serve; `unpin` is called once the answer no longer needs the file on disk. */
+async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerServerDeps, file: ServedFile, unpin: () => void): Promise<Response> {
+  const sha256 = file.sha256;
+  if (!(await unchangedOnDisk(file))) {
+    unpin();
+    deps.served.invalidate(sha256);
     return notFound(deps);
   }
   const etag = `"${file.sha256}"`;
@@ -87,6 +103,7 @@ async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDe
   const ifRange = request.headers.get("if-range");
   const range = ifRange === null || ifRange === etag ? parseRange(request.headers.get("range"), file.size) : { kind: "full" as const };
   if (range.kind === "unsatisfiable") {
+    unpin();
     return new Response(null, { status: 416, headers: { ...headers, "Content-Range": contentRange(range, file.size), "Content-Length": "0" } });
   }
   const start = range.kind === "range" ? range.start : 0;
@@ -95,10 +112,14 @@ async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDe
   headers["Content-Length"] = String(length);
   const status = range.kind === "range" ? 206 : 200;
   if (range.kind === "range") headers["Content-Range"] = contentRange(range, file.size);
-  if (request.method === "HEAD" || length === 0) return new Response(null, { status, headers });
+  if (request.method === "HEAD" || length === 0) {
+    unpin();
+    return new Response(null, { status, headers });
+  }
 
   const release = deps.slots.acquire(info.remoteAddress);
   if (release === null) {
+    unpin();
     deps.stats.refused503 += 1;
     const retryAfter = deps.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
     return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
@@ -106,6 +127,7 @@ async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDe
   const source = Bun.file(file.path).slice(start, end + 1).stream();
   const body = tracked(throttleStream(source, deps.bucket, deps.sleep ?? defaultSleep), length, deps.stats, (outcome) => {
     release();
+    unpin();
     // The file shrank after it was checked: it no longer is what we hashed.
     if (outcome === "short") deps.served.invalidate(sha256);
   });

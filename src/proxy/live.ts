@@ -48,12 +48,15 @@ export class LiveDownloads {
   get(target: DownloadTarget, mirrors: string[]): LiveDownload {
     const running = this.running.get(target.sha256);
     if (running !== undefined) return running;
+    // Pinned while it downloads, so that the quota never evicts it between adopt() and the readers.
+    const unpin = this.deps.cache.pin(target.sha256);
     const live = new LiveDownload(target, mirrors, this.deps);
     this.running.set(target.sha256, live);
-    void live.done.then(
-      () => this.running.delete(target.sha256),
-      () => this.running.delete(target.sha256),
-    );
+    const settle = () => {
+      this.running.delete(target.sha256);
+      unpin();
+    };
+    void live.done.then(settle, settle);
     return live;
   }
 
@@ -183,6 +186,9 @@ export class LiveDownload {
    */
   body(start: number, end: number, onSent?: (bytes: number) => void): ReadableStream<Uint8Array> {
     let pos = start;
+    // Pinned while this client reads, also after the download is done: eviction never pulls a file
+    // out from under a transfer.
+    let unpin: (() => void) | undefined = this.deps.cache.pin(this.target.sha256);
     let handle: FileHandle | undefined;
     let handleIsFinal = false;
     let handleGeneration = -1;
@@ -190,6 +196,8 @@ export class LiveDownload {
     const closeHandle = async () => {
       await handle?.close().catch(() => undefined);
       handle = undefined;
+      unpin?.();
+      unpin = undefined;
     };
     return new ReadableStream<Uint8Array>(
       {

@@ -169,6 +169,26 @@ describe("handlePeer() files by SHA-256", () => {
     });
   }
 
+  test("a file is pinned (safe from cache eviction) while it is sent, and released after, also for HEAD and 416", async () => {
+    const pins = new Map<string, number>();
+    deps.pin = (sha) => {
+      pins.set(sha, (pins.get(sha) ?? 0) + 1);
+      let released = false;
+      return () => {
+        if (!released) pins.set(sha, pins.get(sha)! - 1);
+        released = true;
+      };
+    };
+    const sha = large.file.sha256;
+    const response = await handlePeer(get(`/~/${sha}`), A, deps);
+    expect(pins.get(sha)).toBe(1);
+    await bodyOf(response);
+    expect(pins.get(sha)).toBe(0);
+    await handlePeer(get(`/~/${sha}`, {}, "HEAD"), A, deps);
+    await handlePeer(get(`/~/${sha}`, { Range: `bytes=${large.bytes.length + 5}-` }), A, deps);
+    expect(pins.get(sha)).toBe(0);
+  });
+
   test("methods other than GET and HEAD → 405 with Allow", async () => {
     for (const method of ["POST", "PUT", "DELETE", "OPTIONS"]) {
       const response = await handlePeer(get(`/~/${small.file.sha256}`, {}, method), A, deps);
