@@ -18,6 +18,7 @@ import { DHT_STATE_FILE, DhtState } from "../dht/persist.ts";
 import { downloadToFile } from "../transfer/download.ts";
 import { deliverFile, fromSources, obtainFile } from "../transfer/obtain.ts";
 import { startPeerFinder, type PeerFinder } from "../transfer/peer-finder.ts";
+import { RangeClient } from "../transfer/range-client.ts";
 import { HttpSource } from "../transfer/source.ts";
 import { swarmDownload } from "../transfer/swarm.ts";
 import { findDaemon, viaDaemon } from "./daemon-get.ts";
@@ -28,31 +29,51 @@ const SUPPORTED_SCHEMES = ["http:", "https:", "file:"];
 
 export interface GetDeps {
   fetcher: Fetcher;
+  /** Reads pieces from peers (the fetcher does when absent). */
+  rangeClient?: RangeClient;
   now: () => number;
 }
 
-export const defaultGetDeps: GetDeps = { fetcher: fetchUrl, now: () => Date.now() };
+export const defaultGetDeps: GetDeps = { fetcher: fetchUrl, rangeClient: new RangeClient(), now: () => Date.now() };
 
 /** Runs a get; resolves with the reports of the files written, or throws the first error. */
 export async function runGet(names: string[], config: GetConfig, io: CliIO, deps: GetDeps = defaultGetDeps): Promise<FileReport[]> {
-  const rows = await resolveNames(names, config, io, deps);
-  const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
-  await prepareDestination(config.dest);
-  const reporter = makeReporter(io, config.output);
-  if (config.dht.enabled) {
-    const daemon = await findDaemon(config.dht.daemonUrl, config.dht.daemonExplicit);
-    if (daemon !== null) return downloadAll(unique, config, reporter, (row) => viaDaemon(daemon, row, config, reporter));
-  }
-  const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
-    throw asDestinationError(config.cacheDir, err);
-  });
-  const finder = config.dht.enabled ? await startFinder(config, io) : null;
+  // Looking for a daemon and joining the DHT take a few round trips each: they overlap the index update.
+  const helpers = findHelpers(config, io);
+  helpers.catch(() => undefined); // awaited below; an early failure is not an unhandled one meanwhile
+  let rows: PackageRow[];
   try {
-    return await downloadAll(unique, config, reporter, (row) => downloadOne(row, config, cache, finder, deps, reporter));
+    rows = await resolveNames(names, config, io, deps);
+    await prepareDestination(config.dest);
+  } catch (err) {
+    (await helpers.catch(() => null))?.finder?.close();
+    throw err;
+  }
+  const { daemon, finder } = await helpers;
+  const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
+  const reporter = makeReporter(io, config.output);
+  if (daemon !== null) return downloadAll(unique, config, reporter, (row) => viaDaemon(daemon, row, config, reporter));
+  try {
+    const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
+      throw asDestinationError(config.cacheDir, err);
+    });
+    try {
+      return await downloadAll(unique, config, reporter, (row) => downloadOne(row, config, cache, finder, deps, reporter));
+    } finally {
+      cache.close();
+    }
   } finally {
     finder?.close();
-    cache.close();
+    deps.rangeClient?.close();
   }
+}
+
+/** A running daemon to hand the work to, else (unless --no-dht) a short-lived DHT node of our own. */
+async function findHelpers(config: GetConfig, io: CliIO): Promise<{ daemon: string | null; finder: PeerFinder | null }> {
+  if (!config.dht.enabled) return { daemon: null, finder: null };
+  const daemon = await findDaemon(config.dht.daemonUrl, config.dht.daemonExplicit);
+  if (daemon !== null) return { daemon, finder: null };
+  return { daemon: null, finder: await startFinder(config, io) };
 }
 
 /** A short-lived DHT node for this get, joined through --bootstrap or the daemon's saved contacts. */
@@ -204,7 +225,7 @@ async function downloadOne(
       return fromSources(target, [new HttpSource(mirror, deps.fetcher)], { onProgress: (n) => reporter.progress(row.sha256, n, "mirror") })(path);
     }
     reporter.peers(row.sha256, peers.length);
-    return swarmDownload(target, { mirrors: [mirror], peers }, path, { fetcher: deps.fetcher, getItem: (key) => finder!.getItem(key) }, {
+    return swarmDownload(target, { mirrors: [mirror], peers }, path, { fetcher: deps.fetcher, rangeClient: deps.rangeClient, getItem: (key) => finder!.getItem(key) }, {
       onProgress: (event) => reporter.progress(row.sha256, event.bytes, event.kind),
     });
   };

@@ -10,6 +10,7 @@ import type { ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
 import { fromSources, obtainFile, type Obtained } from "../transfer/obtain.ts";
 import type { AnnouncedPeer } from "../transfer/piece-lists.ts";
+import type { RangeClient } from "../transfer/range-client.ts";
 import { HttpSource } from "../transfer/source.ts";
 import { swarmDownload, type SwarmProgress } from "../transfer/swarm.ts";
 
@@ -28,6 +29,8 @@ export interface DownloadDeps {
   node: DhtNode;
   cache: ContentCache;
   fetcher: Fetcher;
+  /** Reads pieces from peers with less CPU than the fetcher (the fetcher does when absent). */
+  rangeClient?: RangeClient;
   /** Our own peer endpoint, left out of the peers found. */
   self: { port: number };
   /** A file just entered the cache: seed it. */
@@ -69,7 +72,7 @@ export async function runDownload(request: DownloadRequest, deps: DownloadDeps, 
       if (peers.length === 0) {
         return fromSources(target, request.mirrors.map((m) => new HttpSource(m, deps.fetcher)), { onProgress: (bytes) => progress({ bytes, kind: "mirror" }) })(path);
       }
-      return swarmDownload(target, { mirrors: request.mirrors, peers }, path, { fetcher: deps.fetcher, getItem: (key) => deps.node.getItem(key) }, { onProgress: progress });
+      return swarmDownload(target, { mirrors: request.mirrors, peers }, path, { fetcher: deps.fetcher, rangeClient: deps.rangeClient, getItem: (key) => deps.node.getItem(key) }, { onProgress: progress });
     },
     (bytes) => emit({ type: "progress", bytes, kind: "cache" }),
   );

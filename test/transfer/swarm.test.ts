@@ -11,6 +11,7 @@ import { HashMismatchError } from "../../src/errors.ts";
 import { fetchUrl } from "../../src/http/fetch.ts";
 import type { AnnouncedPeer } from "../../src/transfer/piece-lists.ts";
 import { announceInfo, hashPiece, PIECE_SIZE_BYTES, pieceListItem, pieceListKey } from "../../src/transfer/pieces.ts";
+import { RangeClient, type RangeRequest } from "../../src/transfer/range-client.ts";
 import { swarmDownload, type SwarmDeps } from "../../src/transfer/swarm.ts";
 import { startMirror, type TestMirror } from "../helpers/mirror.ts";
 import { noise } from "../helpers/repo.ts";
@@ -38,8 +39,18 @@ afterAll(async () => {
 
 const target = () => ({ name: "big.deb", size: SIZE, sha256 });
 const info = () => announceInfo(hashes);
+/** Set per describe: peers read through the fetcher, or through the range client (counting its requests). */
+let rangeClient: CountingRangeClient | undefined;
+class CountingRangeClient extends RangeClient {
+  requests = 0;
+  override get(request: RangeRequest): Promise<void> {
+    this.requests++;
+    return super.get(request);
+  }
+}
 const deps = (): SwarmDeps => ({
   fetcher: fetchUrl,
+  rangeClient,
   getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(hashes))) ? pieceListItem(hashes) : undefined),
 });
 
@@ -82,131 +93,143 @@ async function expectRightBytes(path: string) {
   expect(new Bun.CryptoHasher("sha256").update(await Bun.file(path).bytes()).digest("hex")).toBe(sha256);
 }
 
-describe("swarmDownload()", () => {
-  test("takes pieces from several peers and the mirror, most from the peers", async () => {
-    const [a, b, m] = await Promise.all([peer(), peer(), mirror()]);
-    const path = out();
-    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a, b] }, path, deps());
-    await expectRightBytes(path);
-    expect(result.bytes.peer + result.bytes.mirror).toBe(SIZE);
-    expect(result.bytes.peer).toBeGreaterThan(result.bytes.mirror);
-    expect(Object.keys(result.perPeer).sort()).toEqual([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`].sort());
-  });
-
-  test("reports the written prefix of listed pieces as it grows, never the whole file, and those bytes are right", async () => {
-    const [a, b] = await Promise.all([peer(), peer()]);
-    const path = out();
-    const prefixes: number[] = [];
-    const checked: Promise<void>[] = [];
-    await swarmDownload(target(), { mirrors: [], peers: [a, b] }, path, deps(), {
-      onPrefix: (n) => {
-        prefixes.push(n);
-        // What the hook announces is on disk already, and right.
-        checked.push(
-          Bun.file(path)
-            .slice(0, n)
-            .bytes()
-            .then((onDisk) => expect(Buffer.from(onDisk).equals(Buffer.from(bytes.subarray(0, n)))).toBe(true)),
-        );
-      },
+for (const mode of ["the fetcher", "the range client"] as const) {
+  describe(`swarmDownload() reading peers with ${mode}`, () => {
+    beforeAll(() => {
+      rangeClient = mode === "the range client" ? new CountingRangeClient() : undefined;
     });
-    await Promise.all(checked);
-    expect(prefixes.length).toBeGreaterThan(0);
-    expect(prefixes).toEqual([...prefixes].sort((x, y) => x - y));
-    expect(prefixes.every((n) => n > 0 && n < SIZE && n % PIECE_SIZE_BYTES === 0)).toBe(true);
-    expect(prefixes.at(-1)).toBe(6 * PIECE_SIZE_BYTES);
-  });
+    afterAll(() => {
+      rangeClient?.close();
+    });
 
-  test("bans a peer that sends corrupt pieces and finishes from the others", async () => {
-    const corrupt = bytes.slice();
-    for (let i = 0; i < corrupt.length; i += 4096) corrupt[i]! ^= 0xff;
-    const [evil, good, m] = await Promise.all([peer(corrupt), peer(), mirror()]);
-    const path = out();
-    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [evil, good] }, path, deps());
-    await expectRightBytes(path);
-    expect(result.banned).toContain(`127.0.0.1:${evil.port}`);
-    expect(result.perPeer[`127.0.0.1:${evil.port}`] ?? 0).toBe(0);
-  });
+    test("takes pieces from several peers and the mirror, most from the peers", async () => {
+      const [a, b, m] = await Promise.all([peer(), peer(), mirror()]);
+      const path = out();
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a, b] }, path, deps());
+      await expectRightBytes(path);
+      expect(result.bytes.peer + result.bytes.mirror).toBe(SIZE);
+      expect(result.bytes.peer).toBeGreaterThan(result.bytes.mirror);
+      expect(Object.keys(result.perPeer).sort()).toEqual([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`].sort());
+      if (rangeClient !== undefined) expect(rangeClient.requests).toBeGreaterThan(0);
+    });
 
-  test("a stalling peer and a peer on a dead port do not stop the download", async () => {
-    const [good, m] = await Promise.all([peer(), mirror()]);
-    const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
-    const path = out();
-    await swarmDownload(target(), { mirrors: [m.url], peers: [stallingPeer(), dead, good] }, path, deps(), { stallMs: 300 });
-    await expectRightBytes(path);
-  });
+    test("reports the written prefix of listed pieces as it grows, never the whole file, and those bytes are right", async () => {
+      const [a, b] = await Promise.all([peer(), peer()]);
+      const path = out();
+      const prefixes: number[] = [];
+      const checked: Promise<void>[] = [];
+      await swarmDownload(target(), { mirrors: [], peers: [a, b] }, path, deps(), {
+        onPrefix: (n) => {
+          prefixes.push(n);
+          // What the hook announces is on disk already, and right.
+          checked.push(
+            Bun.file(path)
+              .slice(0, n)
+              .bytes()
+              .then((onDisk) => expect(Buffer.from(onDisk).equals(Buffer.from(bytes.subarray(0, n)))).toBe(true)),
+          );
+        },
+      });
+      await Promise.all(checked);
+      expect(prefixes.length).toBeGreaterThan(0);
+      expect(prefixes).toEqual([...prefixes].sort((x, y) => x - y));
+      expect(prefixes.every((n) => n > 0 && n < SIZE && n % PIECE_SIZE_BYTES === 0)).toBe(true);
+      expect(prefixes.at(-1)).toBe(6 * PIECE_SIZE_BYTES);
+    });
 
-  test("with the mirror down, the peers give everything", async () => {
-    const [a, m] = await Promise.all([peer(), mirror()]);
-    m.server.failWith = 503;
-    const path = out();
-    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a] }, path, deps());
-    await expectRightBytes(path);
-    expect(result.bytes.peer).toBe(SIZE);
-  });
+    test("bans a peer that sends corrupt pieces and finishes from the others", async () => {
+      const corrupt = bytes.slice();
+      for (let i = 0; i < corrupt.length; i += 4096) corrupt[i]! ^= 0xff;
+      const [evil, good, m] = await Promise.all([peer(corrupt), peer(), mirror()]);
+      const path = out();
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [evil, good] }, path, deps());
+      await expectRightBytes(path);
+      expect(result.banned).toContain(`127.0.0.1:${evil.port}`);
+      expect(result.perPeer[`127.0.0.1:${evil.port}`] ?? 0).toBe(0);
+    });
 
-  test("with every source down it fails cleanly and leaves no file", async () => {
-    const m = await mirror();
-    m.server.failWith = 500;
-    const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
-    const dir = join(work, `empty-${counter++}`);
-    await mkdir(dir);
-    const err = await swarmDownload(target(), { mirrors: [m.url], peers: [dead] }, join(dir, "f"), deps()).catch((e) => e);
-    expect(err).toBeInstanceOf(Error);
-    expect(await readdir(dir)).toEqual([]);
-  });
+    test("a stalling peer and a peer on a dead port do not stop the download", async () => {
+      const [good, m] = await Promise.all([peer(), mirror()]);
+      const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
+      const path = out();
+      await swarmDownload(target(), { mirrors: [m.url], peers: [stallingPeer(), dead, good] }, path, deps(), { stallMs: 300 });
+      await expectRightBytes(path);
+    });
 
-  test("a bogus piece list announced by more addresses is dropped, and the download finishes right", async () => {
-    const bogus = hashes.map((h) => h.map((b) => b ^ 1));
-    const liars: AnnouncedPeer[] = [
-      { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
-      { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
-    ];
-    const [good, m] = await Promise.all([peer(), mirror()]);
-    const path = out();
-    const withBogus: SwarmDeps = {
-      fetcher: fetchUrl,
-      getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
-    };
-    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus);
-    await expectRightBytes(path);
-    expect(result.banned).toEqual(expect.arrayContaining(liars.map((l) => `${l.address}:${l.port}`)));
-  });
+    test("with the mirror down, the peers give everything", async () => {
+      const [a, m] = await Promise.all([peer(), mirror()]);
+      m.server.failWith = 503;
+      const path = out();
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [a] }, path, deps());
+      await expectRightBytes(path);
+      expect(result.bytes.peer).toBe(SIZE);
+    });
 
-  test("a list proved wrong resets the reported prefix to 0 before the next plan", async () => {
-    const bogus = hashes.map((h, i) => (i === 3 ? h.map((b) => b ^ 1) : h));
-    const liars: AnnouncedPeer[] = [
-      { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
-      { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
-    ];
-    const [good, m] = await Promise.all([peer(), mirror()]);
-    const prefixes: number[] = [];
-    const withBogus: SwarmDeps = {
-      fetcher: fetchUrl,
-      getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
-    };
-    const path = out();
-    await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus, { onPrefix: (n) => prefixes.push(n) });
-    await expectRightBytes(path);
-    expect(prefixes).toContain(0);
-  });
+    test("with every source down it fails cleanly and leaves no file", async () => {
+      const m = await mirror();
+      m.server.failWith = 500;
+      const dead = { address: "127.0.0.1", port: await closedPort(), pieces: info() };
+      const dir = join(work, `empty-${counter++}`);
+      await mkdir(dir);
+      const err = await swarmDownload(target(), { mirrors: [m.url], peers: [dead] }, join(dir, "f"), deps()).catch((e) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect(await readdir(dir)).toEqual([]);
+    });
 
-  test("peers that all serve the same wrong file lead to a mirror-only retry, and the right bytes", async () => {
-    const other = noise(SIZE, 12);
-    const [x, y, m] = await Promise.all([peer(other), peer(other), mirror()]);
-    for (const p of [x, y]) p.pieces = undefined; // no list: only the whole-file check can tell
-    const path = out();
-    const result = await swarmDownload(target(), { mirrors: [m.url], peers: [x, y] }, path, deps());
-    await expectRightBytes(path);
-    expect(result.bytes.mirror).toBe(SIZE);
-  });
+    test("a bogus piece list announced by more addresses is dropped, and the download finishes right", async () => {
+      const bogus = hashes.map((h) => h.map((b) => b ^ 1));
+      const liars: AnnouncedPeer[] = [
+        { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
+        { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
+      ];
+      const [good, m] = await Promise.all([peer(), mirror()]);
+      const path = out();
+      const withBogus: SwarmDeps = {
+        fetcher: fetchUrl,
+        rangeClient,
+        getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
+      };
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus);
+      await expectRightBytes(path);
+      expect(result.banned).toEqual(expect.arrayContaining(liars.map((l) => `${l.address}:${l.port}`)));
+    });
 
-  test("a wrong file with no mirror to fall back on is refused as a hash mismatch", async () => {
-    const x = await peer(noise(SIZE, 13));
-    x.pieces = undefined;
-    const path = out();
-    const err = await swarmDownload(target(), { mirrors: [], peers: [x] }, path, deps()).catch((e) => e);
-    expect(err).toBeInstanceOf(HashMismatchError);
-    expect(await Bun.file(path).exists()).toBe(false);
+    test("a list proved wrong resets the reported prefix to 0 before the next plan", async () => {
+      const bogus = hashes.map((h, i) => (i === 3 ? h.map((b) => b ^ 1) : h));
+      const liars: AnnouncedPeer[] = [
+        { address: "127.0.0.2", port: await closedPort(), pieces: announceInfo(bogus) },
+        { address: "127.0.0.3", port: await closedPort(), pieces: announceInfo(bogus) },
+      ];
+      const [good, m] = await Promise.all([peer(), mirror()]);
+      const prefixes: number[] = [];
+      const withBogus: SwarmDeps = {
+        fetcher: fetchUrl,
+        rangeClient,
+        getItem: async (key) => (Buffer.from(key).equals(Buffer.from(pieceListKey(bogus))) ? pieceListItem(bogus) : pieceListItem(hashes)),
+      };
+      const path = out();
+      await swarmDownload(target(), { mirrors: [m.url], peers: [...liars, good] }, path, withBogus, { onPrefix: (n) => prefixes.push(n) });
+      await expectRightBytes(path);
+      expect(prefixes).toContain(0);
+    });
+
+    test("peers that all serve the same wrong file lead to a mirror-only retry, and the right bytes", async () => {
+      const other = noise(SIZE, 12);
+      const [x, y, m] = await Promise.all([peer(other), peer(other), mirror()]);
+      for (const p of [x, y]) p.pieces = undefined; // no list: only the whole-file check can tell
+      const path = out();
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [x, y] }, path, deps());
+      await expectRightBytes(path);
+      expect(result.bytes.mirror).toBe(SIZE);
+    });
+
+    test("a wrong file with no mirror to fall back on is refused as a hash mismatch", async () => {
+      const x = await peer(noise(SIZE, 13));
+      x.pieces = undefined;
+      const path = out();
+      const err = await swarmDownload(target(), { mirrors: [], peers: [x] }, path, deps()).catch((e) => e);
+      expect(err).toBeInstanceOf(HashMismatchError);
+      expect(await Bun.file(path).exists()).toBe(false);
+    });
   });
-});
+}
