@@ -1,6 +1,7 @@
 /**
- * Configuration resolved once at the edge (flag > environment > default) into typed slices.
- * Commander applies flag > environment; the defaults that depend on the machine are filled in here.
+ * Configuration resolved once at the edge (flag > environment > file > default) into typed slices.
+ * Each option is declared once, in the OPTIONS table of src/cli/program.ts (flag, variable, file key,
+ * default, check); how files are read and values ranked is in src/config-file.ts.
  */
 import { lookup } from "node:dns/promises";
 import { isIPv4 } from "node:net";
@@ -45,6 +46,10 @@ export const DEFAULT_PORT = 9977;
 
 /** How many files one `get` downloads at once: enough to hide latency, few enough to be kind to a mirror. */
 export const DEFAULT_GET_CONCURRENCY = 4;
+/** More at once would only queue behind each other on one mirror. */
+export const MAX_GET_CONCURRENCY = 64;
+/** A sanity bound on --max-uploads-per-address; beyond it the global --upload-limit is the real cap. */
+export const MAX_UPLOADS_PER_ADDRESS = 1000;
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   const xdg = env.XDG_CACHE_HOME;
@@ -86,11 +91,7 @@ export function parsePort(text: string, what: string, allowZero = false): number
 /** "host:port,host:port" → endpoints, host names resolved to IPv4 addresses (the DHT speaks IPv4). */
 export async function parseBootstrap(text: string): Promise<Endpoint[]> {
   const endpoints: Endpoint[] = [];
-  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const colon = item.lastIndexOf(":");
-    if (colon <= 0) throw new AptP2pError(ErrorCode.Usage, `Invalid --bootstrap entry '${item}': expected HOST:PORT`);
-    const host = item.slice(0, colon);
-    const port = parsePort(item.slice(colon + 1), `port in --bootstrap entry '${item}'`);
+  for (const { item, host, port } of bootstrapEntries(text, "--bootstrap")) {
     let address = host;
     if (!isIPv4(host)) {
       try {
@@ -102,4 +103,26 @@ export async function parseBootstrap(text: string): Promise<Endpoint[]> {
     endpoints.push({ address, port });
   }
   return endpoints;
+}
+
+/** The HOST:PORT entries of a bootstrap list, checked for form only (names are resolved later). */
+export function bootstrapEntries(text: string, what: string): { item: string; host: string; port: number }[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((item) => {
+      const colon = item.lastIndexOf(":");
+      if (colon <= 0) throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} entry '${item}': expected HOST:PORT`);
+      return { item, host: item.slice(0, colon), port: parsePort(item.slice(colon + 1), `port in ${what} entry '${item}'`) };
+    });
+}
+
+/** A whole number from 1 to max, such as --jobs. */
+export function parseCount(text: string, what: string, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isInteger(n) || n < 1 || n > max) {
+    throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected a whole number from 1 to ${max}`);
+  }
+  return n;
 }

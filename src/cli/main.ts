@@ -3,11 +3,11 @@ import { CommanderError } from "commander";
 import { AptP2pError } from "../errors.ts";
 import { EXIT_CODES, EXIT_OK } from "./exit-codes.ts";
 import { processIO, type CliIO } from "./io.ts";
-import { buildProgram } from "./program.ts";
+import { buildProgram, type ProgramDeps } from "./program.ts";
 
 /** Runs the CLI with argv (without node/bun and script) and returns the exit code. */
-export async function runCli(argv: string[], io: CliIO = processIO()): Promise<number> {
-  const program = buildProgram(io);
+export async function runCli(argv: string[], io: CliIO = processIO(), deps: ProgramDeps = {}): Promise<number> {
+  const program = buildProgram(io, deps);
   try {
     await program.parseAsync(argv, { from: "user" });
     return EXIT_OK;

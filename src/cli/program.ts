@@ -1,14 +1,22 @@
-/** The commander program: commands, options and their precedence (flag > environment > default). */
+/**
+ * The commander program: its commands, and every option declared once (OPTIONS) with its precedence,
+ * flag > environment > configuration file > default, resolved once per run (src/config-file.ts).
+ */
 import { Command, Option } from "commander";
 import { access, constants } from "node:fs/promises";
 import packageJson from "../../package.json";
+import { configFileList, envName, loadConfigFiles, resolveSettings, Settings, type ConfigFile, type SettingCatalog, type SettingSpec, type SettingValue } from "../config-file.ts";
 import {
+  bootstrapEntries,
   DEFAULT_GET_CONCURRENCY,
   DEFAULT_PORT,
   defaultCacheDir,
   defaultStateDir,
   hostArchitecture,
+  MAX_GET_CONCURRENCY,
+  MAX_UPLOADS_PER_ADDRESS,
   parseBootstrap,
+  parseCount,
   parsePort,
   resolvePath,
   type GetConfig,
@@ -18,7 +26,9 @@ import { idFromHex } from "../dht/id.ts";
 import { parseRate } from "../transfer/throttle.ts";
 import type { DhtStats } from "../dht/node.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
+import { LOG_FORMATS, LOG_LEVELS, logAptLines, stderrLogger, type LogFormat, type Logger, type LogLevel } from "../log.ts";
 import { askDaemon, printLookup, printStats, type LookupAnswer } from "./dht.ts";
+import { printConfig } from "./config-cmd.ts";
 import { EXIT_CODE_HELP } from "./exit-codes.ts";
 import { resolveNames, runGet, type GetDeps } from "./get.ts";
 import type { CliIO } from "./io.ts";
@@ -30,43 +40,93 @@ import { aptConfigText } from "./apt-config.ts";
 
 export const VERSION: string = packageJson.version;
 
-interface IndexFlags {
-  sources?: string;
-  aptDir: string;
-  cacheDir?: string;
-  arch?: string;
-  refresh: boolean;
+/** The section of the files each command reads: apt-config shows serve's setup; dht asks as get does. */
+export const COMMAND_SECTIONS = {
+  get: "get",
+  "dht lookup": "get",
+  "dht stats": "get",
+  serve: "serve",
+  "apt-config": "serve",
+} as const;
+
+/** A setting as an option: what its flag and help look like. */
+export interface OptionSpec extends SettingSpec {
+  /** A one-letter flag besides the long one, e.g. "-p". */
+  short?: string;
+  /** The value's placeholder in help, e.g. "<port>"; absent for switches. */
+  arg?: string;
+  /** Help for the flag shown in help: `--name`, or `--no-name` for a switch that is on by default. */
+  description: string;
+  /** The default as help shows it, when the value itself would not say it. */
+  defaultHelp?: string;
 }
 
-interface GetFlags extends IndexFlags {
-  dest: string;
-  json: boolean;
-  quiet: boolean;
-  jobs: string;
-  dht: boolean;
-  daemon?: string;
-  bootstrap?: string;
-  stateDir?: string;
-}
-
-interface ServeFlags {
-  sources?: string;
-  aptDir: string;
-  proxyAllow: string;
-  mirrorAllow: string;
-  port: string;
-  bind: string;
-  bootstrap?: string;
-  stateDir?: string;
-  cacheDir?: string;
-  seedDir: string[];
-  seedAptArchives: boolean;
-  uploadLimit: string;
-  maxUploadsPerAddress: string;
-}
+const INDEX = ["get", "dht lookup"];
+const GET_AND_SERVE = ["get", "serve"];
 
 /** APT's own package cache, seeded by default. */
-const APT_ARCHIVES = "/var/cache/apt/archives";
+export const APT_ARCHIVES = "/var/cache/apt/archives";
+
+function notEmpty(accepts: string): (text: string, what: string) => void {
+  return (text, what) => {
+    if (text.trim() === "") throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected ${accepts}`);
+  };
+}
+
+function oneOf(choices: readonly string[]): (text: string, what: string) => void {
+  return (text, what) => {
+    if (!choices.includes(text)) throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected one of ${choices.join(", ")}`);
+  };
+}
+
+function checkArch(text: string, what: string): void {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(text)) throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected a dpkg architecture name, such as amd64 or arm64`);
+}
+
+function checkDaemonUrl(text: string, what: string): void {
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new AptP2pError(ErrorCode.Usage, `Invalid ${what} '${text}': expected an http:// URL, such as http://127.0.0.1:${DEFAULT_PORT}`);
+  }
+}
+
+/**
+ * Every option that is a setting: a flag, an APT_P2P_* variable and a key of the configuration files.
+ * Per-run output switches (--json, --quiet) and --config itself are flags only.
+ */
+export const OPTIONS: readonly OptionSpec[] = [
+  // Where the APT sources and the index come from.
+  { name: "sources", short: "-s", arg: "<file>", kind: "value", commands: [...INDEX, "serve", "apt-config"], description: "APT sources file (one-line or deb822) replacing the system's", defaultHelp: "the system's, from --apt-dir", check: notEmpty("a file name") },
+  { name: "apt-dir", arg: "<dir>", kind: "value", commands: [...INDEX, "serve", "apt-config"], description: "APT configuration directory (sources.list, trusted.gpg.d)", default: "/etc/apt", check: notEmpty("a directory") },
+  { name: "cache-dir", arg: "<dir>", kind: "value", commands: [...INDEX, "serve"], description: "cache directory", default: defaultCacheDir, defaultHelp: "$XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p", check: notEmpty("a directory") },
+  { name: "arch", short: "-a", arg: "<arch>", kind: "value", commands: INDEX, description: "architecture", default: () => hostArchitecture(), defaultHelp: "the host's, from dpkg", check: checkArch },
+  { name: "refresh", kind: "switch", commands: INDEX, description: "re-fetch and re-verify the indexes even if unchanged", default: false },
+  // get
+  { name: "dest", short: "-d", arg: "<dir>", kind: "value", commands: ["get"], description: "directory to write the .deb files to", default: ".", check: notEmpty("a directory") },
+  { name: "jobs", short: "-j", arg: "<n>", kind: "value", commands: ["get"], description: "files to download at once", default: String(DEFAULT_GET_CONCURRENCY), check: (text, what) => void parseCount(text, what, MAX_GET_CONCURRENCY) },
+  { name: "dht", kind: "switch", commands: ["get"], description: "download from the mirror only, without looking for peers", default: true },
+  { name: "daemon", arg: "<url>", kind: "value", commands: ["get", "dht stats", "dht lookup"], description: "the daemon's control API", defaultHelp: `http://127.0.0.1:PORT, PORT as serve resolves it (${DEFAULT_PORT})`, check: checkDaemonUrl },
+  // DHT, state and logs
+  { name: "bootstrap", arg: "<host:port,...>", kind: "value", commands: GET_AND_SERVE, description: "DHT nodes to join through", defaultHelp: "the contacts the daemon saved in --state-dir", check: (text, what) => void bootstrapEntries(text, what) },
+  { name: "state-dir", arg: "<dir>", kind: "value", commands: GET_AND_SERVE, description: "state directory (node id, saved DHT contacts)", default: defaultStateDir, defaultHelp: "$XDG_STATE_HOME/apt-p2p or ~/.local/state/apt-p2p", check: notEmpty("a directory") },
+  { name: "log-level", arg: "<level>", kind: "value", commands: GET_AND_SERVE, description: `least important log lines written: ${LOG_LEVELS.join(", ")}`, default: "info", check: oneOf(LOG_LEVELS) },
+  { name: "log-format", arg: "<format>", kind: "value", commands: GET_AND_SERVE, description: `log lines as ${LOG_FORMATS.join(" or ")}`, default: "text", check: oneOf(LOG_FORMATS) },
+  // serve
+  { name: "port", short: "-p", arg: "<port>", kind: "value", commands: ["serve", "apt-config"], description: "TCP and UDP port (0: any free one)", default: String(DEFAULT_PORT), check: (text, what) => void parsePort(text, what, true) },
+  { name: "bind", arg: "<address>", kind: "value", commands: ["serve"], description: "address to listen on", default: "0.0.0.0", check: notEmpty("an IP address") },
+  { name: "seed-dir", arg: "<dir>", kind: "list", commands: ["serve"], description: "also serve the .deb files of this directory (repeatable)", defaultHelp: "none", check: notEmpty("a directory") },
+  { name: "seed-apt-archives", kind: "switch", commands: ["serve"], description: `do not serve ${APT_ARCHIVES} (served by default when readable)`, default: true },
+  { name: "upload-limit", arg: "<rate>", kind: "value", commands: ["serve"], description: "upload rate to all peers together, e.g. 2MB/s or 500KiB/s (0: unlimited)", default: "0", check: (text) => void parseRate(text) },
+  { name: "max-uploads-per-address", arg: "<n>", kind: "value", commands: ["serve"], description: "concurrent uploads to one address", default: String(DEFAULT_UPLOADS_PER_ADDRESS), check: (text, what) => void parseCount(text, what, MAX_UPLOADS_PER_ADDRESS) },
+  { name: "cache-size", arg: "<size>", kind: "value", commands: ["serve"], description: "cache quota, e.g. 10G, 500MiB, or 5% of the disk", defaultHelp: "unlimited", check: notEmpty("a size such as 10G, 500MiB or 5%") },
+  { name: "proxy-allow", arg: "<cidr,...>", kind: "value", commands: ["serve"], description: "APT proxy clients allowed besides this machine, e.g. 192.168.1.0/24", default: "", check: (text, what) => void parseCidrList(text, what) },
+  { name: "mirror-allow", arg: "<host[:port],...>", kind: "value", commands: ["serve"], description: "mirrors the proxy may forward to besides those in the APT sources", default: "", check: (text) => void parseMirrorAllow(text) },
+  { name: "status-allow", arg: "<cidr,...>", kind: "value", commands: ["serve"], description: "status page and /metrics clients allowed besides this machine", default: "", check: (text, what) => void parseCidrList(text, what) },
+  // apt-config
+  { name: "host", arg: "<address>", kind: "value", commands: ["apt-config"], description: "the address APT reaches apt-p2p at", default: "127.0.0.1", check: notEmpty("a host name or address") },
+];
+
+export const SETTINGS: SettingCatalog = { specs: OPTIONS, sectionOf: COMMAND_SECTIONS };
 
 async function isReadableDir(path: string): Promise<boolean> {
   return access(path, constants.R_OK | constants.X_OK).then(
@@ -79,38 +139,68 @@ export interface ProgramDeps {
   get?: GetDeps;
   /** Resolves when `serve` should stop (default: SIGINT or SIGTERM). */
   stopServe?: () => Promise<void>;
+  /** The system-wide configuration file (default /etc/apt-p2p/apt-p2p.conf); tests point it elsewhere. */
+  systemConfigFile?: string;
 }
 
-/** Options for reading the APT sources and the verified index, shared by `get` and `dht lookup`. */
-function addIndexOptions(command: Command): Command {
-  return command
-    .addOption(new Option("-s, --sources <file>", "APT sources file (one-line or deb822) replacing the system's").env("APT_P2P_SOURCES"))
-    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, trusted.gpg.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
-    .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
-    .addOption(new Option("-a, --arch <arch>", "architecture (default: the host's, from dpkg)"))
-    .addOption(new Option("--refresh", "re-fetch and re-verify the indexes even if unchanged").default(false));
+/** commander's attribute for an option name: "seed-dir" → "seedDir". */
+function attributeName(name: string): string {
+  return name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
 }
 
-function indexConfig(flags: IndexFlags, io: CliIO) {
+function defaultText(spec: OptionSpec): string | undefined {
+  if (spec.defaultHelp !== undefined) return spec.defaultHelp;
+  return typeof spec.default === "string" && spec.default !== "" ? spec.default : undefined;
+}
+
+/**
+ * The commander options of a setting. No commander default and no .env(): commander would read
+ * process.env, not the injected environment, so it only parses flags and we rank the sources. A switch
+ * gets both --name and --no-name, so that a flag can undo what a file set; help shows the one that
+ * changes the default.
+ */
+function commanderOptions(spec: OptionSpec): Option[] {
+  const shownDefault = defaultText(spec);
+  const help = `${spec.description} (${shownDefault === undefined ? "" : `default: ${shownDefault}; `}env ${envName(spec.name)})`;
+  if (spec.kind === "switch") {
+    const [shown, hidden] = spec.default === true ? [`--no-${spec.name}`, `--${spec.name}`] : [`--${spec.name}`, `--no-${spec.name}`];
+    return [new Option(shown, help), new Option(hidden).hideHelp()];
+  }
+  const option = new Option(`${spec.short === undefined ? "" : `${spec.short}, `}--${spec.name} ${spec.arg ?? "<value>"}`, help);
+  if (spec.kind === "list") option.argParser((value: string, previous: string[] = []) => [...previous, value]);
+  return [option];
+}
+
+/** Adds the options that the command at `path` ("serve", "dht lookup") takes. */
+function addSettings(command: Command, path: string): Command {
+  for (const spec of OPTIONS) if (spec.commands.includes(path)) for (const option of commanderOptions(spec)) command.addOption(option);
+  return command;
+}
+
+/** The settings given as flags on this command line. */
+function givenFlags(command: Command): Map<string, SettingValue> {
+  const flags = new Map<string, SettingValue>();
+  for (const spec of OPTIONS) {
+    const key = attributeName(spec.name);
+    if (command.getOptionValueSource(key) === "cli") flags.set(spec.name, command.getOptionValue(key) as SettingValue);
+  }
+  return flags;
+}
+
+/** The logger that --log-level and --log-format ask for (both checked against their choices already). */
+function loggerOf(s: Settings, io: CliIO): Logger {
+  return stderrLogger(io, s.text("log-level") as LogLevel, s.text("log-format") as LogFormat);
+}
+
+function indexConfig(s: Settings, io: CliIO) {
+  const sources = s.optional("sources");
   return {
-    sourcesFile: flags.sources === undefined ? undefined : resolvePath(io.cwd, flags.sources),
-    aptDir: resolvePath(io.cwd, flags.aptDir),
-    cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
-    arches: [flags.arch ?? hostArchitecture()],
-    refresh: flags.refresh,
+    sourcesFile: sources === undefined ? undefined : resolvePath(io.cwd, sources),
+    aptDir: resolvePath(io.cwd, s.text("apt-dir")),
+    cacheDir: resolvePath(io.cwd, s.text("cache-dir")),
+    arches: [s.text("arch")],
+    refresh: s.on("refresh"),
   };
-}
-
-function daemonOption(): Option {
-  return new Option("--daemon <url>", `the daemon's control API (default: http://127.0.0.1:${DEFAULT_PORT}, or the port in APT_P2P_PORT)`).env(
-    "APT_P2P_DAEMON",
-  );
-}
-
-function daemonUrl(flag: string | undefined, io: CliIO): string {
-  if (flag !== undefined) return flag;
-  const port = io.env.APT_P2P_PORT === undefined ? DEFAULT_PORT : parsePort(io.env.APT_P2P_PORT, "APT_P2P_PORT");
-  return `http://127.0.0.1:${port}`;
 }
 
 export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
@@ -121,10 +211,31 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
     )
     .version(VERSION, "-V, --version", "print the version")
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride()
+    .addOption(new Option("--config <file>", `configuration file read after /etc/apt-p2p/apt-p2p.conf and ~/.config/apt-p2p/apt-p2p.conf (env ${envName("config")})`))
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`);
 
-  addIndexOptions(
+  // The files are read once per run, by the first command that asks.
+  let files: Promise<ConfigFile[]> | undefined;
+  const configFiles = () => {
+    const list = configFileList(io.env, io.cwd, program.opts<{ config?: string }>().config, deps.systemConfigFile);
+    return (files ??= loadConfigFiles(list, SETTINGS));
+  };
+  /** The settings of the command at `path`, given these flags; `only` some of them. */
+  const settingsOf = async (path: string, flags: Map<string, SettingValue>, only?: string[]) =>
+    new Settings(path, resolveSettings(SETTINGS, path, { flags, env: io.env, files: await configFiles() }, only));
+  /** The daemon's default URL: the port `serve` would listen on, from the same files and environment. */
+  const daemonUrl = async (s: Settings) => {
+    const explicit = s.optional("daemon");
+    if (explicit !== undefined) return explicit;
+    const serve = await settingsOf("serve", new Map(), ["port"]);
+    // A daemon on "any free port" (0) cannot be found by its port: try the usual one.
+    const port = parsePort(serve.text("port"), "--port", true) || DEFAULT_PORT;
+    return `http://127.0.0.1:${port}`;
+  };
+
+  addSettings(
     program
       .command("get")
       .description(
@@ -132,132 +243,124 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
           "Each PACKAGE is NAME (newest version), NAME=VERSION, NAME:ARCH, a file name such as " +
           "hello_2.10-3_amd64.deb, or a pool path.",
       )
-      .argument("<package...>", "packages to download")
-      .addOption(new Option("-d, --dest <dir>", "directory to write the .deb files to").default(".")),
+      .argument("<package...>", "packages to download"),
+    "get",
   )
     .addOption(new Option("--json", "print one JSON object per file").default(false).conflicts("quiet"))
     .addOption(new Option("-q, --quiet", "print nothing but errors").default(false))
-    .addOption(new Option("-j, --jobs <n>", "files to download at once").default(String(DEFAULT_GET_CONCURRENCY)))
-    .addOption(new Option("--no-dht", "download from the mirror only, without looking for peers"))
-    .addOption(daemonOption().default(undefined, "a daemon on the configured port, if one runs"))
-    .addOption(new Option("--bootstrap <host:port,...>", "without a daemon: DHT nodes to join through (default: the daemon's saved contacts)").env("APT_P2P_BOOTSTRAP"))
-    .addOption(new Option("--state-dir <dir>", "without a daemon: where its saved DHT contacts are (default: $XDG_STATE_HOME/apt-p2p)").env("APT_P2P_STATE_DIR"))
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
-    .action(async (names: string[], flags: GetFlags) => {
-      const jobs = Number(flags.jobs);
-      if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) {
-        throw new AptP2pError(ErrorCode.Usage, `Invalid --jobs '${flags.jobs}': expected a whole number from 1 to 64`);
-      }
+    .action(async (names: string[], flags: { json: boolean; quiet: boolean }, command: Command) => {
+      const s = await settingsOf("get", givenFlags(command));
+      const daemon = s.optional("daemon");
       const config: GetConfig = {
-        ...indexConfig(flags, io),
-        dest: resolvePath(io.cwd, flags.dest),
+        ...indexConfig(s, io),
+        dest: resolvePath(io.cwd, s.text("dest")),
         output: flags.json ? "json" : flags.quiet ? "quiet" : "auto",
-        concurrency: jobs,
+        concurrency: parseCount(s.text("jobs"), "--jobs", MAX_GET_CONCURRENCY),
         dht: {
-          enabled: flags.dht,
-          daemonUrl: daemonUrl(flags.daemon, io),
-          daemonExplicit: flags.daemon !== undefined,
-          bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
-          stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
+          enabled: s.on("dht"),
+          daemonUrl: await daemonUrl(s),
+          daemonExplicit: daemon !== undefined,
+          bootstrap: await parseBootstrap(s.optional("bootstrap") ?? ""),
+          stateDir: resolvePath(io.cwd, s.text("state-dir")),
           bind: "0.0.0.0",
         },
       };
-      await runGet(names, config, io, deps.get);
+      // get still writes APT-style "W: " lines; until it takes a Logger they pass through one.
+      await runGet(names, config, { ...io, stderr: logAptLines(loggerOf(s, io), io.stderr) }, deps.get);
     });
 
-  program
-    .command("serve")
-    .description("Run the daemon: DHT node on UDP and its HTTP side on TCP, on the same port number.")
-    .addOption(new Option("-p, --port <port>", "TCP and UDP port").default(String(DEFAULT_PORT)).env("APT_P2P_PORT"))
-    .addOption(new Option("--bind <address>", "address to listen on").default("0.0.0.0").env("APT_P2P_BIND"))
-    .addOption(new Option("--bootstrap <host:port,...>", "DHT nodes to join through (none: rejoin through saved contacts)").env("APT_P2P_BOOTSTRAP"))
-    .addOption(new Option("--state-dir <dir>", "state directory (default: $XDG_STATE_HOME/apt-p2p or ~/.local/state/apt-p2p)").env("APT_P2P_STATE_DIR"))
-    .addOption(new Option("--cache-dir <dir>", "cache directory (default: $XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p)").env("APT_P2P_CACHE_DIR"))
-    .addOption(
-      new Option("--seed-dir <dir>", "also serve the .deb files of this directory (repeatable)")
-        .argParser((value: string, previous: string[] = []) => [...previous, value])
-        .default([] as string[], "none"),
-    )
-    .addOption(new Option("--no-seed-apt-archives", `do not serve ${APT_ARCHIVES} (served by default when readable)`))
-    .addOption(new Option("--upload-limit <rate>", "upload rate to all peers together, e.g. 2MB/s or 500KiB/s (0: unlimited)").default("0").env("APT_P2P_UPLOAD_LIMIT"))
-    .addOption(new Option("--max-uploads-per-address <n>", "concurrent uploads to one address").default(String(DEFAULT_UPLOADS_PER_ADDRESS)))
-    .addOption(new Option("-s, --sources <file>", "APT sources file (one-line or deb822) replacing the system's: the mirrors the proxy forwards to").env("APT_P2P_SOURCES"))
-    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, trusted.gpg.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
-    .addOption(new Option("--proxy-allow <cidr,...>", "APT proxy clients allowed besides this machine, e.g. 192.168.1.0/24").default("").env("APT_P2P_PROXY_ALLOW"))
-    .addOption(new Option("--mirror-allow <host[:port],...>", "mirrors the proxy may forward to besides those in the APT sources").default("").env("APT_P2P_MIRROR_ALLOW"))
+  addSettings(program.command("serve").description("Run the daemon: DHT node on UDP and its HTTP side on TCP, on the same port number."), "serve")
     .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
-    .action(async (flags: ServeFlags) => {
-      const perAddress = Number(flags.maxUploadsPerAddress);
-      if (!Number.isInteger(perAddress) || perAddress < 1 || perAddress > 1000) {
-        throw new AptP2pError(ErrorCode.Usage, `Invalid --max-uploads-per-address '${flags.maxUploadsPerAddress}': expected a whole number from 1 to 1000`);
-      }
-      const seedDirs = flags.seedDir.map((d) => resolvePath(io.cwd, d));
-      if (flags.seedAptArchives && (await isReadableDir(APT_ARCHIVES))) seedDirs.push(APT_ARCHIVES);
-      const port = parsePort(flags.port, "--port", true);
-      const aptDir = resolvePath(io.cwd, flags.aptDir);
-      const sources = flags.sources === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(resolvePath(io.cwd, flags.sources));
+    .action(async (_flags: unknown, command: Command) => {
+      const s = await settingsOf("serve", givenFlags(command));
+      const seedDirs = s.list("seed-dir").map((d) => resolvePath(io.cwd, d));
+      if (s.on("seed-apt-archives") && (await isReadableDir(APT_ARCHIVES))) seedDirs.push(APT_ARCHIVES);
+      const port = parsePort(s.text("port"), "--port", true);
+      const aptDir = resolvePath(io.cwd, s.text("apt-dir"));
+      const sourcesFile = s.optional("sources");
+      const sources = sourcesFile === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(resolvePath(io.cwd, sourcesFile));
       const config: ServeConfig = {
         port,
-        bind: flags.bind,
-        bootstrap: await parseBootstrap(flags.bootstrap ?? ""),
-        stateDir: resolvePath(io.cwd, flags.stateDir ?? defaultStateDir(io.env)),
-        cacheDir: resolvePath(io.cwd, flags.cacheDir ?? defaultCacheDir(io.env)),
+        bind: s.text("bind"),
+        bootstrap: await parseBootstrap(s.optional("bootstrap") ?? ""),
+        stateDir: resolvePath(io.cwd, s.text("state-dir")),
+        cacheDir: resolvePath(io.cwd, s.text("cache-dir")),
         version: VERSION,
         seedDirs,
-        uploadLimit: parseRate(flags.uploadLimit),
-        maxUploadsPerAddress: perAddress,
+        uploadLimit: parseRate(s.text("upload-limit")),
+        maxUploadsPerAddress: parseCount(s.text("max-uploads-per-address"), "--max-uploads-per-address", MAX_UPLOADS_PER_ADDRESS),
         sources: unwrapProxied(sources, port),
         aptDir,
-        proxyAllow: parseCidrList(flags.proxyAllow, "--proxy-allow"),
-        mirrorAllow: parseMirrorAllow(flags.mirrorAllow),
+        proxyAllow: parseCidrList(s.text("proxy-allow"), "--proxy-allow"),
+        mirrorAllow: parseMirrorAllow(s.text("mirror-allow")),
+        statusAllow: parseCidrList(s.text("status-allow"), "--status-allow"),
+        cacheSize: s.optional("cache-size"),
       };
-      await runServe(config, io, (deps.stopServe ?? untilSignal)());
+      await runServe(config, io, (deps.stopServe ?? untilSignal)(), loggerOf(s, io));
     });
 
-  program
-    .command("apt-config")
-    .description("Print how to send APT through the proxy: the apt.conf line, or this machine's sources rewritten.")
-    .addOption(new Option("-s, --sources <file>", "APT sources file to rewrite instead of the system's").env("APT_P2P_SOURCES"))
-    .addOption(new Option("--apt-dir <dir>", "APT configuration directory (sources.list, sources.list.d)").default("/etc/apt").env("APT_P2P_APT_DIR"))
-    .addOption(new Option("--host <address>", "the address APT reaches apt-p2p at").default("127.0.0.1"))
-    .addOption(new Option("-p, --port <port>", "apt-p2p's port").default(String(DEFAULT_PORT)).env("APT_P2P_PORT"))
-    .action(async (flags: { sources?: string; aptDir: string; host: string; port: string }) => {
-      const port = parsePort(flags.port, "--port");
-      const aptDir = resolvePath(io.cwd, flags.aptDir);
-      const sourcesFile = flags.sources === undefined ? undefined : resolvePath(io.cwd, flags.sources);
-      const entries = sourcesFile === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(sourcesFile);
-      // Sources already in the prefix form are shown as the mirrors behind them, then rewritten again.
-      io.stdout(aptConfigText(unwrapProxied(entries, port), { host: flags.host, port, sourcesOrigin: sourcesFile ?? `${aptDir}/sources.list{,.d}` }));
-    });
+  addSettings(
+    program.command("apt-config").description("Print how to send APT through the proxy: the apt.conf line, or this machine's sources rewritten."),
+    "apt-config",
+  ).action(async (_flags: unknown, command: Command) => {
+    const s = await settingsOf("apt-config", givenFlags(command));
+    const port = parsePort(s.text("port"), "--port");
+    const aptDir = resolvePath(io.cwd, s.text("apt-dir"));
+    const given = s.optional("sources");
+    const sourcesFile = given === undefined ? undefined : resolvePath(io.cwd, given);
+    const entries = sourcesFile === undefined ? (await loadSystemSources(aptDir)).entries : await loadSourcesFile(sourcesFile);
+    // Sources already in the prefix form are shown as the mirrors behind them, then rewritten again.
+    io.stdout(aptConfigText(unwrapProxied(entries, port), { host: s.text("host"), port, sourcesOrigin: sourcesFile ?? `${aptDir}/sources.list{,.d}` }));
+  });
+
+  const config = program
+    .command("config")
+    .description("Print the configuration that serve and get resolve, and where each value comes from. Takes their options, to show their effect.")
+    .option("--json", "print one JSON object", false);
+  for (const spec of OPTIONS) {
+    if (spec.commands.includes("serve") || spec.commands.includes("get")) for (const option of commanderOptions(spec)) config.addOption(option);
+  }
+  config.action(async (flags: { json: boolean }, command: Command) => {
+    const given = givenFlags(command);
+    const loaded = await configFiles();
+    const sections = await Promise.all(
+      (["serve", "get"] as const).map(async (path) => ({ command: path, settings: (await settingsOf(path, given)).values })),
+    );
+    printConfig({ files: loaded, sections }, io, flags.json);
+  });
 
   const dht = program.command("dht").description("Ask the running daemon what its DHT node sees.");
-  dht
-    .command("stats")
-    .description("Print the node id, routing table, stored values, traffic counters, RTT and lookup times.")
-    .option("--json", "print one JSON object", false)
-    .addOption(daemonOption())
-    .action(async (flags: { json: boolean; daemon?: string }) => {
-      printStats(await askDaemon<DhtStats>(daemonUrl(flags.daemon, io), "/api/dht/stats"), io, flags.json);
-    });
+  addSettings(
+    dht
+      .command("stats")
+      .description("Print the node id, routing table, stored values, traffic counters, RTT and lookup times.")
+      .option("--json", "print one JSON object", false),
+    "dht stats",
+  ).action(async (flags: { json: boolean }, command: Command) => {
+    const s = await settingsOf("dht stats", givenFlags(command));
+    printStats(await askDaemon<DhtStats>(await daemonUrl(s), "/api/dht/stats"), io, flags.json);
+  });
 
-  addIndexOptions(
+  addSettings(
     dht
       .command("lookup")
       .description("Look up the peers of a package (by name, resolved through the signed index) or of a 40-digit hex key.")
       .argument("<package-or-key>", "package name (or NAME=VERSION, file name) or hex key")
-      .option("--json", "print one JSON object", false)
-      .addOption(daemonOption()),
-  ).action(async (what: string, flags: IndexFlags & { json: boolean; daemon?: string }) => {
+      .option("--json", "print one JSON object", false),
+    "dht lookup",
+  ).action(async (what: string, flags: { json: boolean }, command: Command) => {
+    const s = await settingsOf("dht lookup", givenFlags(command));
     let key: string;
     let label: string | undefined;
     if (/^[0-9a-fA-F]{40}$/.test(what)) {
       key = Buffer.from(idFromHex(what)).toString("hex");
     } else {
-      const [row] = await resolveNames([what], indexConfig(flags, io), io, deps.get);
+      const [row] = await resolveNames([what], indexConfig(s, io), io, deps.get);
       key = row!.sha256.slice(0, 40);
       label = `${row!.package} ${row!.version}`;
     }
-    const answer = await askDaemon<LookupAnswer>(daemonUrl(flags.daemon, io), `/api/dht/lookup?key=${key}`);
+    const answer = await askDaemon<LookupAnswer>(await daemonUrl(s), `/api/dht/lookup?key=${key}`);
     printLookup({ ...answer, package: label }, io, flags.json);
   });
 
