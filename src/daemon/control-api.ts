@@ -1,11 +1,13 @@
 /**
  * The daemon's control API, answered only to loopback clients: what `apt-p2p dht stats` and
- * `apt-p2p dht lookup` ask. A plain Request → Response function.
+ * `apt-p2p dht lookup` ask. GET /api/status, which the status page polls, also answers the clients of
+ * --status-allow. A plain Request → Response function.
  */
 import { idFromHex, idToHex } from "../dht/id.ts";
 import type { DhtNode } from "../dht/node.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import { isLoopback, type RequestInfo } from "../http/server.ts";
+import { clientAllowed, type Cidr } from "../proxy/allow.ts";
 import type { Obtained } from "../transfer/obtain.ts";
 import { parseDownloadRequest, type DownloadEvent, type DownloadRequest } from "./downloads.ts";
 
@@ -19,16 +21,18 @@ export interface ControlDeps {
   peerPort: number;
   startedAt: number;
   version: string;
-  /** More of the daemon's state for GET /api/status (proxy and peer-server counters). */
+  /** More of the daemon's state for GET /api/status (proxy and peer-server counters, the status page's figures). */
   status?: () => Record<string, unknown>;
+  /** Clients allowed GET /api/status besides loopback (--status-allow); every other endpoint is loopback-only. */
+  statusClients?: Cidr[];
 }
 
 export async function handleControl(request: Request, info: RequestInfo, deps: ControlDeps): Promise<Response> {
-  if (!isLoopback(info.remoteAddress)) {
-    return text(403, "The control API answers only on loopback.\n");
-  }
   const url = new URL(request.url);
   const route = `${request.method} ${url.pathname}`;
+  if (route === "GET /api/status" ? !clientAllowed(info.remoteAddress, deps.statusClients ?? []) : !isLoopback(info.remoteAddress)) {
+    return text(403, `The control API answers only on loopback${route === "GET /api/status" ? " and the addresses of --status-allow" : ""}.\n`);
+  }
   switch (route) {
     case "GET /api/status":
       return json({

@@ -1,7 +1,9 @@
 /**
  * `apt-p2p serve`: the DHT node on UDP and the HTTP side on TCP, both on the same port number. The HTTP
- * side answers peers (/~/...), the local control API (/api/...) and APT (everything else: the proxy).
- * The routing table is saved in the state dir so a restart rejoins through old contacts.
+ * side answers peers (/~/...), the local control API (/api/...), the status page (exactly /) and the
+ * Prometheus metrics (exactly /metrics), and APT (everything else: the proxy).
+ * The routing table is saved in the state dir so a restart rejoins through old contacts; the traffic
+ * totals of the status page too (traffic.json).
  */
 import { randomBytes } from "node:crypto";
 import { ID_BYTES, type Endpoint } from "../dht/id.ts";
@@ -26,11 +28,16 @@ import { keysFor, releaseBase, systemKeyrings } from "../debian/archive.ts";
 import { MirrorAllowList, type Cidr } from "../proxy/allow.ts";
 import { KnownFiles } from "../proxy/known.ts";
 import { Learner } from "../proxy/learn.ts";
-import { LiveDownloads } from "../proxy/live.ts";
+import { LiveDownloads, type LiveDeps, type LiveDownload } from "../proxy/live.ts";
+import type { DownloadTarget } from "../transfer/download.ts";
+import type { Obtained } from "../transfer/obtain.ts";
 import { handleProxy, newProxyStats, type ProxyDeps } from "../proxy/proxy.ts";
 import { parseProxyTarget } from "../proxy/target.ts";
 import { UrlCache } from "../proxy/url-cache.ts";
 import { hostArchitecture } from "../config.ts";
+import { Monitor } from "./monitor.ts";
+import { handleStatus, METRICS_PATH, STATUS_PAGE_PATH } from "./status-page.ts";
+import { TrafficTotals } from "./totals.ts";
 
 /** How often the routing table is saved while running (and always at shutdown). */
 export const SAVE_CONTACTS_MS = 5 * 60_000;
@@ -72,6 +79,7 @@ interface DaemonParts {
   index: SeedIndex;
   seeder: Seeder;
   known: KnownFiles;
+  monitor: Monitor;
 }
 
 export class Daemon {
@@ -119,6 +127,7 @@ export class Daemon {
       const mirrors = MirrorAllowList.fromSources(config.sources, config.mirrorAllow);
       for (const bad of mirrors.unusable) log(`source ${bad.uri} (${bad.origin}) is not proxied: ${bad.why}`);
       const keyrings = await systemKeyrings(config.aptDir);
+      const totals = await TrafficTotals.load(join(config.stateDir, "traffic.json"), Date.now(), log);
       const startedAt = Date.now();
       const peerDeps: PeerServerDeps = {
         served: index,
@@ -126,25 +135,39 @@ export class Daemon {
         slots: new UploadSlots(config.maxUploadsPerAddress),
         stats: newPeerServerStats(),
       };
-      let wired: { node: DhtNode; seeder: Seeder; port: number; proxy: ProxyDeps } | undefined;
+      const statusClients = config.statusAllow ?? [];
+      let wired: { node: DhtNode; seeder: Seeder; port: number; proxy: ProxyDeps; monitor: Monitor } | undefined;
       const handler = async (request: Request, info: RequestInfo) => {
         // Only an origin-form target ("/...") can be for us; "http://host/..." is always a proxy request.
         const path = info.rawTarget.startsWith("/") ? new URL(request.url).pathname : "";
-        if (path.startsWith(PEER_PREFIX)) return handlePeer(request, info, peerDeps);
+        if (path.startsWith(PEER_PREFIX)) {
+          wired?.monitor.peers.servedTo(info.remoteAddress, Date.now());
+          return handlePeer(request, info, peerDeps);
+        }
         if (wired === undefined) return new Response("Starting\n", { status: 503, headers: { "Retry-After": "1" } });
-        if (!path.startsWith(CONTROL_PREFIX)) return handleProxy(request, info, wired.proxy);
-        const { node, seeder, port, proxy } = wired;
+        const { node, seeder, port, proxy, monitor } = wired;
+        if (path === STATUS_PAGE_PATH || path === METRICS_PATH) return handleStatus(request, info, { clients: statusClients, metrics: () => monitor.metrics() });
+        if (!path.startsWith(CONTROL_PREFIX)) return handleProxy(request, info, proxy);
         return handleControl(request, info, {
           node,
           peerPort: port,
           startedAt,
           version: config.version,
-          download: (req, emit) =>
-            runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, emit),
+          statusClients,
+          download: (req, emit) => {
+            const { promise, resolve, reject } = Promise.withResolvers<Obtained>();
+            const watch = monitor.watchDownload(req, promise);
+            runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, (event) => {
+              watch(event);
+              emit(event);
+            }).then(resolve, reject);
+            return promise;
+          },
           status: () => ({
             connections: httpServer?.connections ?? 0,
             proxy: { ...proxy.stats, knownFiles: proxy.known.count(), downloading: proxy.live.active, mirrors: mirrors.describe() },
             peerServer: peerDeps.stats,
+            ...monitor.status(),
           }),
         });
       };
@@ -154,17 +177,21 @@ export class Daemon {
       const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
       const self = http.port;
       const proxyStats = newProxyStats();
-      const live = new LiveDownloads({
+      let monitor: Monitor | undefined;
+      const live = new WatchedDownloads((download) => monitor?.watch(download), {
         cache,
         fetcher: fetchUrl,
         findPeers: async (sha256) => {
           const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
-          return found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
+          const peers = found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
+          for (const peer of peers) monitor?.peers.found(peer.address, peer.port, Date.now());
+          return peers;
         },
         getItem: (key) => node.getItem(key),
         seed: (sha256) => seeder.addCachedFile(sha256),
         onBytes: (kind, bytes) => {
           proxyStats.bytesFrom[kind] += bytes;
+          monitor?.received(kind, bytes);
         },
         log,
       });
@@ -188,9 +215,11 @@ export class Daemon {
         log,
         now: Date.now,
       };
-      wired = { node, seeder, port: http.port, proxy };
+      monitor = new Monitor(totals, { node, proxy: proxyStats, live, peerServer: peerDeps.stats, cache, version: config.version, startedAt, log });
+      monitor.start();
+      wired = { node, seeder, port: http.port, proxy, monitor };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, { cache, index, seeder, known }, log);
+      return new Daemon(node, http, state, { cache, index, seeder, known, monitor }, log);
     } catch (err) {
       for (const part of opened.reverse()) part.close();
       throw err;
@@ -207,6 +236,7 @@ export class Daemon {
     this.saveContacts();
     this.closed = true;
     if (this.saveTimer !== undefined) clearInterval(this.saveTimer);
+    await this.parts.monitor.close();
     await this.parts.seeder.close();
     this.node.close();
     await this.http.close();
@@ -214,6 +244,22 @@ export class Daemon {
     this.parts.known.close();
     this.parts.cache.close();
     this.state.close();
+  }
+}
+
+/** The proxy's downloads, each shown to the monitor as it starts (for the status page's finished list). */
+class WatchedDownloads extends LiveDownloads {
+  constructor(
+    private readonly onStart: (download: LiveDownload) => void,
+    deps: LiveDeps,
+  ) {
+    super(deps);
+  }
+
+  override get(target: DownloadTarget, mirrors: string[]): LiveDownload {
+    const download = super.get(target, mirrors);
+    this.onStart(download);
+    return download;
   }
 }
 

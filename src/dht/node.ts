@@ -25,6 +25,7 @@ import type { DatagramSocket } from "./socket.ts";
 import { ValueStore, type StorageLimits } from "./storage.ts";
 import { TokenManager } from "./tokens.ts";
 import { estimateNetworkSize } from "./estimate.ts";
+import { DurationHistogram, type HistogramSnapshot } from "./histogram.ts";
 
 /** Contacts per bucket and per lookup result (BEP 5). */
 export const K = 8;
@@ -116,6 +117,17 @@ export interface DhtStats extends RpcCounters {
   lookups: number;
   medianLookupMs: number | null;
   p90LookupMs: number | null;
+  /** Every lookup's duration since start, in buckets (for the metrics' histogram). */
+  lookupDurations: HistogramSnapshot;
+  /** How queries that reached us ended, by method. */
+  outcomesIn: Record<string, IncomingOutcomes>;
+}
+
+/** answered; refused with a KRPC error (bad token, storage full, our bug); dropped unanswered (rate limit, read-only). */
+export interface IncomingOutcomes {
+  answered: number;
+  error: number;
+  dropped: number;
 }
 
 export interface PeersFound {
@@ -146,6 +158,8 @@ export class DhtNode {
   private readonly pendingPings = new Set<string>();
   private readonly lookupTimes: number[] = [];
   private lookupCount = 0;
+  private readonly lookupDurations = new DurationHistogram();
+  private readonly outcomesIn: Record<string, IncomingOutcomes> = {};
   private networkSize = 0;
   private rateLimited = 0;
   private serverErrors = 0;
@@ -320,6 +334,8 @@ export class DhtNode {
       lookups: this.lookupCount,
       medianLookupMs: pick(0.5),
       p90LookupMs: pick(0.9),
+      lookupDurations: this.lookupDurations.snapshot(),
+      outcomesIn: Object.fromEntries(Object.entries(this.outcomesIn).map(([method, o]) => [method, { ...o }])),
     };
   }
 
@@ -352,6 +368,7 @@ export class DhtNode {
     this.lookupCount++;
     if (this.lookupTimes.length >= LOOKUP_TIMES_KEPT) this.lookupTimes.shift();
     this.lookupTimes.push(result.durationMs);
+    this.lookupDurations.observe(result.durationMs);
     this.table.touched(target, this.clock());
     if (result.closest.length >= this.k) {
       const estimate = estimateNetworkSize(target, result.closest.map((c) => c.contact.id));
@@ -388,14 +405,24 @@ export class DhtNode {
 
   private handleQuery(message: QueryMessage, from: Endpoint): void {
     if (this.closed) return;
-    if (!this.admit(from)) return;
-    const now = this.clock();
-    if (this.options.readOnly) return; // BEP 43: a read-only node answers nothing.
     const query = message.query;
+    const outcomes = (this.outcomesIn[query.method] ??= { answered: 0, error: 0, dropped: 0 });
+    if (!this.admit(from) || this.options.readOnly) {
+      // BEP 43: a read-only node answers nothing.
+      outcomes.dropped++;
+      return;
+    }
+    const now = this.clock();
     // A read-only querier (BEP 43) is answered but never enters the table.
     if (!message.readOnly) this.considerQuerier({ id: query.id, address: from.address, port: from.port }, now);
-    const reply = (body: Omit<ResponseBody, "id">) => this.rpc.respond(from, message.t, { id: this.id, ...body });
-    const refuse = (code: number, text: string) => this.rpc.sendError(from, message.t, code, text);
+    const reply = (body: Omit<ResponseBody, "id">) => {
+      outcomes.answered++;
+      this.rpc.respond(from, message.t, { id: this.id, ...body });
+    };
+    const refuse = (code: number, text: string) => {
+      outcomes.error++;
+      this.rpc.sendError(from, message.t, code, text);
+    };
     try {
       this.answer(query, from, now, reply, refuse);
     } catch (err) {

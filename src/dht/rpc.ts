@@ -69,6 +69,14 @@ export interface RpcCounters {
   bytesIn: number;
   bytesOut: number;
   sendFailures: number;
+  /** How our queries ended, by method: answered, answered with a KRPC error, or never answered. */
+  outcomesOut: Record<string, QueryOutcomes>;
+}
+
+export interface QueryOutcomes {
+  response: number;
+  error: number;
+  timeout: number;
 }
 
 interface Pending {
@@ -115,6 +123,7 @@ export class Rpc {
     bytesIn: 0,
     bytesOut: 0,
     sendFailures: 0,
+    outcomesOut: {},
   };
   private readonly pending = new Map<number, Pending>();
   private nextTid: number;
@@ -193,6 +202,7 @@ export class Rpc {
     entry.sentAt = this.timers.now();
     if (!this.send(entry.message, entry.to)) {
       this.finish(tid, entry);
+      this.outcome(entry.method, "timeout");
       entry.reject(new RpcTimeoutError(entry.to, entry.method));
       return;
     }
@@ -209,6 +219,7 @@ export class Rpc {
       return;
     }
     this.counters.timeouts++;
+    this.outcome(entry.method, "timeout");
     this.finish(tid, entry);
     entry.reject(new RpcTimeoutError(entry.to, entry.method));
   }
@@ -257,10 +268,12 @@ export class Rpc {
     if (entry.sends === 1) this.options.rtt.sample(endpointKey(from), rttMs);
     if (message.kind === "error") {
       this.counters.errorsIn++;
+      this.outcome(entry.method, "error");
       entry.reject(new RpcRemoteError(from, message.code, message.message));
       return;
     }
     this.counters.responsesIn++;
+    this.outcome(entry.method, "response");
     entry.resolve({ body: message.body, from, rttMs, yourAddress: message.yourAddress });
   }
 
@@ -270,7 +283,13 @@ export class Rpc {
     const entry = this.pending.get(tid);
     if (entry === undefined || entry.to.address !== from.address || entry.to.port !== from.port) return;
     this.finish(tid, entry);
+    this.outcome(entry.method, "error");
     entry.reject(new RpcRemoteError(from, KRPC_ERROR_PROTOCOL, `malformed answer: ${reason}`));
+  }
+
+  private outcome(method: Method, outcome: keyof QueryOutcomes): void {
+    const outcomes = (this.counters.outcomesOut[method] ??= { response: 0, error: 0, timeout: 0 });
+    outcomes[outcome] += 1;
   }
 
   /**
