@@ -37,6 +37,8 @@ import { loadSourcesFile, loadSystemSources, type SourceEntry } from "../debian/
 import { parseCidrList, parseMirrorAllow } from "../proxy/allow.ts";
 import { parseProxyTarget } from "../proxy/target.ts";
 import { aptConfigText } from "./apt-config.ts";
+import { parseCacheSize } from "../store/quota.ts";
+import { runCacheGc, runCacheLs, runCacheVerify } from "./cache.ts";
 
 export const VERSION: string = packageJson.version;
 
@@ -47,6 +49,10 @@ export const COMMAND_SECTIONS = {
   "dht stats": "get",
   serve: "serve",
   "apt-config": "serve",
+  // The cache commands act on the daemon's cache: its directory and quota.
+  "cache ls": "serve",
+  "cache gc": "serve",
+  "cache verify": "serve",
 } as const;
 
 /** A setting as an option: what its flag and help look like. */
@@ -62,6 +68,7 @@ export interface OptionSpec extends SettingSpec {
 }
 
 const INDEX = ["get", "dht lookup"];
+const CACHE_COMMANDS = ["cache ls", "cache gc", "cache verify"];
 const GET_AND_SERVE = ["get", "serve"];
 
 /** APT's own package cache, seeded by default. */
@@ -98,7 +105,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   // Where the APT sources and the index come from.
   { name: "sources", short: "-s", arg: "<file>", kind: "value", commands: [...INDEX, "serve", "apt-config"], description: "APT sources file (one-line or deb822) replacing the system's", defaultHelp: "the system's, from --apt-dir", check: notEmpty("a file name") },
   { name: "apt-dir", arg: "<dir>", kind: "value", commands: [...INDEX, "serve", "apt-config"], description: "APT configuration directory (sources.list, trusted.gpg.d)", default: "/etc/apt", check: notEmpty("a directory") },
-  { name: "cache-dir", arg: "<dir>", kind: "value", commands: [...INDEX, "serve"], description: "cache directory", default: defaultCacheDir, defaultHelp: "$XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p", check: notEmpty("a directory") },
+  { name: "cache-dir", arg: "<dir>", kind: "value", commands: [...INDEX, "serve", ...CACHE_COMMANDS], description: "cache directory", default: defaultCacheDir, defaultHelp: "$XDG_CACHE_HOME/apt-p2p or ~/.cache/apt-p2p", check: notEmpty("a directory") },
   { name: "arch", short: "-a", arg: "<arch>", kind: "value", commands: INDEX, description: "architecture", default: () => hostArchitecture(), defaultHelp: "the host's, from dpkg", check: checkArch },
   { name: "refresh", kind: "switch", commands: INDEX, description: "re-fetch and re-verify the indexes even if unchanged", default: false },
   // get
@@ -118,7 +125,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: "seed-apt-archives", kind: "switch", commands: ["serve"], description: `do not serve ${APT_ARCHIVES} (served by default when readable)`, default: true },
   { name: "upload-limit", arg: "<rate>", kind: "value", commands: ["serve"], description: "upload rate to all peers together, e.g. 2MB/s or 500KiB/s (0: unlimited)", default: "0", check: (text) => void parseRate(text) },
   { name: "max-uploads-per-address", arg: "<n>", kind: "value", commands: ["serve"], description: "concurrent uploads to one address", default: String(DEFAULT_UPLOADS_PER_ADDRESS), check: (text, what) => void parseCount(text, what, MAX_UPLOADS_PER_ADDRESS) },
-  { name: "cache-size", arg: "<size>", kind: "value", commands: ["serve"], description: "cache quota, e.g. 10G, 500MiB, or 5% of the disk", defaultHelp: "unlimited", check: notEmpty("a size such as 10G, 500MiB or 5%") },
+  { name: "cache-size", arg: "<size>", kind: "value", commands: ["serve", "cache gc"], description: "cache quota, e.g. 10G, 500MiB, or 5% of the disk", defaultHelp: "unlimited", check: (text) => void parseCacheSize(text) },
   { name: "proxy-allow", arg: "<cidr,...>", kind: "value", commands: ["serve"], description: "APT proxy clients allowed besides this machine, e.g. 192.168.1.0/24", default: "", check: (text, what) => void parseCidrList(text, what) },
   { name: "mirror-allow", arg: "<host[:port],...>", kind: "value", commands: ["serve"], description: "mirrors the proxy may forward to besides those in the APT sources", default: "", check: (text) => void parseMirrorAllow(text) },
   { name: "status-allow", arg: "<cidr,...>", kind: "value", commands: ["serve"], description: "status page and /metrics clients allowed besides this machine", default: "", check: (text, what) => void parseCidrList(text, what) },
@@ -329,6 +336,30 @@ export function buildProgram(io: CliIO, deps: ProgramDeps = {}): Command {
     );
     printConfig({ files: loaded, sections }, io, flags.json);
   });
+
+  const cache = program.command("cache").description("Look at, trim and check the content cache (with or without a running daemon).");
+  addSettings(
+    cache.command("ls").description("List the cached files: size, last use, name, SHA-256; least recently used (next to be evicted) first."),
+    "cache ls",
+  )
+    .option("--json", "print one JSON object per file", false)
+    .action(async (flags: { json: boolean }, command: Command) => {
+      const s = await settingsOf("cache ls", givenFlags(command));
+      await runCacheLs({ cacheDir: resolvePath(io.cwd, s.text("cache-dir")), json: flags.json }, io);
+    });
+  addSettings(cache.command("gc").description("Evict least recently used files down to --cache-size and tidy the cache's records."), "cache gc").action(
+    async (_flags: unknown, command: Command) => {
+      const s = await settingsOf("cache gc", givenFlags(command));
+      const size = s.optional("cache-size");
+      await runCacheGc({ cacheDir: resolvePath(io.cwd, s.text("cache-dir")), cacheSize: size === undefined ? undefined : parseCacheSize(size) }, io);
+    },
+  );
+  addSettings(cache.command("verify").description("Rehash every cached file; remove and report corrupt ones (exit code 13 if any were found)."), "cache verify")
+    .addHelpText("after", `\n${EXIT_CODE_HELP}\n`)
+    .action(async (_flags: unknown, command: Command) => {
+      const s = await settingsOf("cache verify", givenFlags(command));
+      await runCacheVerify({ cacheDir: resolvePath(io.cwd, s.text("cache-dir")) }, io);
+    });
 
   const dht = program.command("dht").description("Ask the running daemon what its DHT node sees.");
   addSettings(
