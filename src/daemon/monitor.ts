@@ -29,24 +29,13 @@ export interface FinishedTransfer extends TransferInfo {
   ok: boolean;
 }
 
-/**
- * The cache's use and quota. src/store/cache.ts gains usage(), limitBytes and evictionStats() with the
- * quota work; they are probed here so that the daemon reports them as soon as they exist and reports
- * `cache: null` (unknown) until then.
- */
-interface CacheUsageProbe {
-  usage?: () => { bytes: number; files: number };
-  limitBytes?: number | null;
-  evictionStats?: () => { files: number };
-}
-
 export interface CacheStatus {
   bytes: number;
   files: number;
   /** null: no quota (unlimited). */
   limitBytes: number | null;
-  /** Files evicted for the quota since start; absent when the cache does not count them. */
-  evictions?: number;
+  /** Files evicted for the quota since start. */
+  evictions: number;
 }
 
 export interface MonitorParts {
@@ -76,8 +65,7 @@ export interface StatusReport {
     p90LookupMs: number | null;
     medianRttMs: number | null;
   };
-  /** Optional until the cache reports its use (see CacheUsageProbe): null = unknown. */
-  cache: CacheStatus | null;
+  cache: CacheStatus;
 }
 
 export class Monitor {
@@ -220,17 +208,13 @@ export class Monitor {
         outcomesIn: dht.outcomesIn,
         lookupDurations: dht.lookupDurations,
       },
-      cache: cache ?? undefined,
+      cache,
     };
   }
 
-  private cacheStatus(): CacheStatus | null {
-    const probe = this.parts.cache as CacheUsageProbe;
-    if (typeof probe.usage !== "function") return null;
-    const usage = probe.usage();
-    const status: CacheStatus = { bytes: usage.bytes, files: usage.files, limitBytes: probe.limitBytes ?? null };
-    if (typeof probe.evictionStats === "function") status.evictions = probe.evictionStats().files;
-    return status;
+  private cacheStatus(): CacheStatus {
+    const { cache } = this.parts;
+    return { ...cache.usage(), limitBytes: cache.limitBytes, evictions: cache.evictionStats().files };
   }
 
   /** Writes the totals; a failure is logged (the counts stay in memory and the next save tries again). */

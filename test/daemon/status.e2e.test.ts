@@ -44,6 +44,7 @@ interface Status {
   peers: { total: number; recent: { peer: string; found: number }[] };
   dht: { tableSize: number; lookups: number };
   peerServer: { bytesSent: number };
+  cache: { bytes: number; files: number; limitBytes: number | null };
 }
 
 async function status(d: ServeProcess): Promise<Status> {
@@ -139,6 +140,12 @@ describe("GET /metrics of a daemon serving known transfers", () => {
     expect(metricValue(again, "apt_p2p_dht_routing_table_contacts")).toBe(1);
     expect(metricValue(again, "apt_p2p_dht_queries_total", { direction: "out", method: "get_peers", outcome: "response" })).toBeGreaterThan(0);
     expect(metricValue(again, "apt_p2p_peers_seen")).toBeGreaterThanOrEqual(1);
+    // In the cache: both .debs and the Packages index (it has a signed hash too); no quota, none evicted.
+    const index = Bun.file(join(repo.root, "dists/stable/main/binary-amd64/Packages.xz")).size;
+    expect(metricValue(again, "apt_p2p_cache_files")).toBe(3);
+    expect(metricValue(again, "apt_p2p_cache_bytes")).toBe(shared.size + lonely.size + index);
+    expect(metricValue(again, "apt_p2p_cache_evictions_total")).toBe(0);
+    expect(again.has("apt_p2p_cache_limit_bytes")).toBe(false);
   }, 60_000);
 
   test("/api/status agrees: today and all time hold every byte, the transfers are listed with their sources", async () => {
@@ -185,6 +192,8 @@ describe("the status page in headless Chromium", () => {
     for (const name of ["shared", "lonely"]) expect(dom).toContain(`<strong>${basename(files.get(name)!.path)}</strong>`);
     expect(dom).toContain(`127.0.0.1:${seeder.port}`);
     expect(dom).toMatch(/id="dht-table">1</);
+    expect(bytesOf("cache-use")).toBe(s.cache.bytes);
+    expect(dom).toContain("No quota: the cache may grow without limit.");
 
     const points = Number(/id="chart"[^>]*data-points="(\d+)"/.exec(dom)?.[1]);
     expect(points).toBeGreaterThanOrEqual(1);
