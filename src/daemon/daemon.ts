@@ -15,6 +15,7 @@ import { AptP2pError, ErrorCode, asDestinationError } from "../errors.ts";
 import { fetchUrl } from "../http/fetch.ts";
 import { listen, type HttpServer, type RequestInfo } from "../http/server.ts";
 import { ContentCache } from "../store/cache.ts";
+import { parseCacheSize, resolveCacheLimit } from "../store/quota.ts";
 import { SeedIndex } from "../store/seed-index.ts";
 import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
 import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
@@ -115,7 +116,10 @@ export class Daemon {
     const opened: { close(): void }[] = [state];
     try {
       const id = state.nodeId(() => new Uint8Array(randomBytes(ID_BYTES)));
-      const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
+      const limitBytes = config.cacheSize === undefined ? null : await resolveCacheLimit(parseCacheSize(config.cacheSize), config.cacheDir);
+      // The seeder exists only once the sockets are bound; until then an eviction has nothing to unseed.
+      let unseed: (sha256: string) => void = () => undefined;
+      const cache = await ContentCache.open(config.cacheDir, { limitBytes, onEvicted: (sha256) => unseed(sha256), log }).catch((err: unknown) => {
         throw asDestinationError(config.cacheDir, err);
       });
       opened.push(cache);
@@ -134,6 +138,7 @@ export class Daemon {
         bucket: uploadBucket(config.uploadLimit, () => performance.now()),
         slots: new UploadSlots(config.maxUploadsPerAddress),
         stats: newPeerServerStats(),
+        pin: (sha256) => cache.pin(sha256),
       };
       const statusClients = config.statusAllow ?? [];
       let wired: { node: DhtNode; seeder: Seeder; port: number; proxy: ProxyDeps; monitor: Monitor } | undefined;
@@ -175,6 +180,11 @@ export class Daemon {
       const httpServer = http;
       const node = new DhtNode({ socket, id, bootstrap: config.bootstrap, savedContacts: state.contacts() });
       const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
+      unseed = (sha256) => {
+        seeder.removeCachedFile(sha256).catch((err: unknown) => log(`unseeding ${sha256} failed: ${err instanceof Error ? err.message : String(err)}`));
+      };
+      // A quota lowered since the last run is applied now, not at the next download.
+      if (limitBytes !== null) void cache.gc().catch((err: unknown) => log(`cache gc failed: ${err instanceof Error ? err.message : String(err)}`));
       const self = http.port;
       const proxyStats = newProxyStats();
       let monitor: Monitor | undefined;

@@ -49,11 +49,12 @@ async function status(daemon: ServeProcess): Promise<Status> {
   return (await (await fetch(`${daemon.url}/api/status`)).json()) as Status;
 }
 
-async function proxy(withPeers: boolean): Promise<ServeProcess> {
+async function proxy(withPeers: boolean, extra: string[] = []): Promise<ServeProcess> {
   const dir = join(work, `proxy-${counter++}`);
   const daemon = await startServe([
     "--state-dir", join(dir, "state"), "--cache-dir", join(dir, "cache"), "--sources", sourcesFile,
     ...(withPeers ? ["--bootstrap", `127.0.0.1:${bootstrap.port}`] : []),
+    ...extra,
   ]);
   daemons.push(daemon);
   return daemon;
@@ -236,6 +237,23 @@ describe("apt-get through the proxy", () => {
     } finally {
       await hostile.stop();
     }
+  }, 120_000);
+
+  test("over its --cache-size the proxy evicts the least recently used files and stops serving them to peers", async () => {
+    const daemon = await proxy(false, ["--cache-size", "8MB"]);
+    const client = await apt(daemon, "proxy");
+    expect((await client.run(["update"])).code).toBe(0);
+    const shaOf = (name: string) => expected.get(basename(repo.debs.get(`${name}_1.0`)!))!;
+    const served = async (name: string) => (await fetch(`${daemon.url}/~/${shaOf(name)}`, { method: "HEAD" })).status;
+    for (const name of ["ten", "three"]) expect((await client.run(["install", "--download-only", name])).code).toBe(0);
+    await waitFor(async () => (await served("three")) === 200, "three seeded");
+    expect((await client.run(["install", "--download-only", "huge"])).code).toBe(0);
+    await expectRepositoryDebs(client, ["ten", "three", "huge"]);
+    // huge alone is over the quota: the older files went, it stayed (the newest is never evicted by its own arrival).
+    await waitFor(async () => (await served("ten")) === 404 && (await served("three")) === 404, "evicted files no longer served");
+    const { cache } = (await (await fetch(`${daemon.url}/api/status`)).json()) as { cache: { files: number; evictions: number } };
+    expect(cache.files).toBe(1);
+    expect(cache.evictions).toBeGreaterThanOrEqual(2);
   }, 120_000);
 
   test("ten apt-get clients at once: all succeed, each file fetched from upstream once", async () => {
