@@ -164,7 +164,7 @@ describe("bad configuration", () => {
     ["a bad on/off value", ["[serve]", "seed-apt-archives = maybe"], 2, ["Invalid seed-apt-archives 'maybe'", "expected true or false"]],
     ["a bad rate", ["upload-limit = 2Mb/s"], 1, ["upload-limit: Invalid rate '2Mb/s'", "Write a rate such as 2MB/s"]],
     ["a bad address block", ["status-allow = 10.0.0.0/33"], 1, ["Invalid status-allow item '10.0.0.0/33'", "expected ADDRESS or ADDRESS/BITS"]],
-    ["an empty cache size", ["cache-size ="], 1, ["Invalid cache-size ''", "expected a size such as 10G"]],
+    ["an empty cache size", ["cache-size ="], 1, ["Invalid cache size ''", "a share of the disk such as 5%"]],
     ["a line that is not key = value", ["port 9977"], 1, ["Cannot read 'port 9977'", "expected 'key = value', a [serve] or [get] section header"]],
     ["an unknown section", ["[daemon]"], 1, ["Unknown section '[daemon]'", "expected [serve] or [get]"]],
   ])("%s is a usage error naming the file, the line and what is accepted", async (_title, lines, line, parts) => {
