@@ -25,8 +25,13 @@ export const ENDGAME_DELAY_MS = 1_000;
 export const MAX_SOURCE_ERRORS = 3;
 /** Pieces that arrive ahead of the whole-file hash wait in memory up to this much (then are read back). */
 export const HASH_BUFFER_BYTES = 64 * 1024 * 1024;
-/** Piece buffers kept for reuse: more than are in flight, written and waiting for the hash at once, usually. */
-export const POOLED_PIECES = 64;
+/**
+ * Piece buffers kept for reuse: about as many as are in flight, being written and waiting for the hash
+ * at once in a large download. They are shared by every download of the process, so that a run of small
+ * files, each in a buffer of its own, reuses the same warm memory (fresh memory cost more than the rest).
+ */
+export const POOLED_PIECES = 48;
+const piecePool = new BufferPool(PIECE_SIZE_BYTES, POOLED_PIECES);
 /** Requests in flight to the mirror: it helps from the start but peers take most. */
 export const MIRROR_IN_FLIGHT = 2;
 
@@ -170,7 +175,7 @@ class SwarmRun {
   private readonly hasher = new Bun.CryptoHasher("sha256");
   private hashedUpTo = 0;
   private readonly buffered = new Map<number, { bytes: Uint8Array; release: () => void }>();
-  private readonly pool = new BufferPool(PIECE_SIZE_BYTES, POOLED_PIECES);
+  private readonly pool = piecePool;
   private bufferedBytes = 0;
   private readonly listFailures = new Map<number, Set<string>>();
   private readonly written = new Set<number>();
@@ -244,6 +249,7 @@ class SwarmRun {
     void this.readPiece(info, range, controller)
       .then(
         async (bytes) => {
+          if (this.settled) return this.pool.give(bytes); // it landed after the run ended; the file may be closed
           if (!this.pieceIsGood(piece, bytes)) {
             this.lastError = new AptP2pError(ErrorCode.FileHashMismatch, `${sourceId} sent a bad piece ${piece} of ${this.target.name}`);
             if (this.list !== undefined && this.blameList(piece, sourceId, info.kind)) return this.abort(new PieceListRejected(piece));
