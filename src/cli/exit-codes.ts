@@ -23,7 +23,7 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
 export const EXIT_CODE_HELP = `Exit codes:
   0   success
   1   internal error
-  2   bad command line
+  2   bad command line, environment variable or configuration file
   3   no usable APT sources, or a sources file that cannot be read or parsed
   4   unknown package or file name
   5   unknown version of a known package
