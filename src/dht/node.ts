@@ -40,6 +40,9 @@ export const ALPHA = 4;
  * a lookup step past contacts that died since the answering node last heard from them, which otherwise
  * hide the live nodes just beyond them (measured in test/dht/network.test.ts with 25% of nodes dead).
  */
+/** Unexpected failures answering a query are written to the log at most this often. */
+const SERVER_ERROR_LOG_INTERVAL_MS = 60_000;
+
 export const NODES_PER_ANSWER = 2 * K;
 /** Housekeeping: expire values, refresh idle buckets. */
 export const MAINTENANCE_INTERVAL_MS = 60_000;
@@ -163,6 +166,7 @@ export class DhtNode {
   private networkSize = 0;
   private rateLimited = 0;
   private serverErrors = 0;
+  private lastServerErrorLogAt = -Infinity;
   private refusedAnnounces = 0;
   private maintenanceTimer: ReturnType<typeof setInterval> | undefined;
   private started = false;
@@ -429,7 +433,11 @@ export class DhtNode {
       // A bug must not take the daemon down with it: answer 202, count it and say what happened.
       this.serverErrors++;
       refuse(KRPC_ERROR_SERVER, "Server Error");
-      console.error(`apt-p2p: DHT ${query.method} from ${from.address}:${from.port} failed:`, err);
+      // At most one report a minute: a remote node that can trigger the bug must not flood the log.
+      if (now - this.lastServerErrorLogAt >= SERVER_ERROR_LOG_INTERVAL_MS) {
+        this.lastServerErrorLogAt = now;
+        console.error(`apt-p2p: DHT ${query.method} from ${from.address}:${from.port} failed (${this.serverErrors} so far):`, err);
+      }
     }
   }
 
