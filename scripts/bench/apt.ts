@@ -42,8 +42,8 @@
  *  - Every child process, the tc qdisc, the mirror and its front, and the temporary directory are removed at the end,
  *    also on failure or Ctrl-C; a watchdog ends the whole run after 25 minutes.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseRate } from "../../src/transfer/throttle.ts";
@@ -120,21 +120,45 @@ let repo: Repository | undefined;
 let front: MirrorFront | undefined;
 let cacher: AptCacher | undefined;
 let work: string | undefined;
-let cleaned = false;
+let cleaning: Promise<void> | undefined;
 let shapingLabel = "";
 /** The timed round under way (1 to --runs). */
 let run = 0;
 
-async function cleanup(): Promise<void> {
-  if (cleaned) return;
-  cleaned = true;
+/** Releases everything; every caller (the end of main, a signal, the watchdog) waits for the one cleanup. */
+function cleanup(): Promise<void> {
+  cleaning ??= release();
+  return cleaning;
+}
+
+async function release(): Promise<void> {
   killTracked();
   await shaper.clear().catch((err: unknown) => log(`removing the tc qdisc failed: ${String(err)} — run: tc qdisc del dev lo root`));
   if (cacher !== undefined) await cacher.stop().catch((err: unknown) => log(`stopping apt-cacher-ng failed: ${String(err)}`));
   await Promise.all([...daemons.keys()].map((d) => untrack(d).catch((err: unknown) => log(`stopping a daemon failed: ${String(err)}`))));
   if (front !== undefined) await front.stop().catch((err: unknown) => log(`stopping the mirror's front failed: ${String(err)}`));
   if (repo !== undefined) await stopRepository(repo).catch((err: unknown) => log(`stopping the mirror failed: ${String(err)}`));
-  if (work !== undefined) await rm(work, { recursive: true, force: true });
+  if (work !== undefined) await removeTree(work);
+}
+
+/**
+ * rm -r that makes sure: a run interrupted by a signal may be removing its own APT directory in there
+ * at the same time, and a recursive rm racing another one can return early, leaving the rest behind.
+ */
+async function removeTree(dir: string): Promise<void> {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    await rm(dir, { recursive: true, force: true }).catch((err: unknown) => log(`removing ${dir} (attempt ${attempt}) failed: ${String(err)}`));
+    if (!(await exists(dir))) return;
+    await Bun.sleep(200);
+  }
+  log(`could not remove ${dir}: remove it by hand`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -355,6 +379,9 @@ const CASE_NAMES: Record<number, string> = {
 
 async function main(): Promise<void> {
   await ensureTools();
+  // Everything here shares the machine's CPUs: other work running alongside skews the timings.
+  const [load1] = loadavg();
+  log(`load average ${load1!.toFixed(1)} on ${availableParallelism()} CPUs${load1! > availableParallelism() / 2 ? " — the machine is busy, timings will be noisy" : ""}`);
   const shaping = await shapingMethod();
   shapingLabel = shaping.tc ? "shaped by tc htb on lo (by source port)" : "paced by its front (tc unusable)";
   if (!shaping.tc) log(`tc unusable: ${shaping.why}`);
