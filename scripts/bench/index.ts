@@ -7,6 +7,7 @@
  *      of the text three times over.
  *
  * Usage: bun scripts/bench/index.ts [path/to/Packages.xz]
+ * The last line of stdout is the result as JSON (scripts/bench/lib/report.ts), for scripts/bench/run.sh.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { decompress } from "../../src/debian/decompress.ts";
 import { IndexStore, type PackageRow } from "../../src/debian/index-store.ts";
 import { type PackageRecord, parsePackageBatches } from "../../src/debian/packages.ts";
 import { compareVersions } from "../../src/debian/version.ts";
+import { BENCH_JSON_PREFIX, type BenchResult } from "./lib/report.ts";
 
 const DEFAULT_FIXTURE = join(import.meta.dir, "../../../shared/fixtures/debian-bookworm/main/binary-amd64/Packages.xz");
 const INDEX_KEY = "bench-index";
@@ -143,6 +145,18 @@ try {
   const valueWidth = Math.max(...results.map((r) => r.value.length));
   console.log(`Index benchmark on ${fixture}\n`);
   for (const r of results) console.log(`${r.step.padEnd(width)}  ${r.value.padStart(valueWidth)}  ${r.goal}`);
+  const json: BenchResult = {
+    benchmark: "index",
+    setup: `in-process: bookworm main/amd64 Packages.xz (${count} packages) decompressed, parsed and stored into SQLite, then resolved`,
+    rows: [
+      { name: "decompress + parse + store (cold JIT)", unit: "ms", values: [importSeconds * 1000], goal: { of: "value", op: "<", target: 2000 } },
+      { name: "decompress + parse (warm JIT)", unit: "ms", values: [parseSeconds * 1000], goal: { of: "value", op: "<", target: 1000 } },
+      { name: "resolve step: open + findByName + highest version", unit: "ms", values: [resolveMs], goal: { of: "value", op: "<", target: 50 } },
+      { name: `warm findByName, median of ${WARM_LOOKUPS}`, unit: "ms", values: [median(warm)], goal: { of: "value", op: "<", target: 1 } },
+      { name: "peak RSS, decompress + parse + store", unit: "MiB", values: [importPeak.rss / MIB] },
+    ],
+  };
+  console.log(`${BENCH_JSON_PREFIX}${JSON.stringify(json)}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
