@@ -10,8 +10,8 @@ import { shuffle } from "./random.ts";
 
 export const BOOKWORM_PACKAGES = new URL("../../../shared/fixtures/debian-bookworm/main/binary-amd64/Packages.xz", import.meta.url).pathname;
 
-/** Packages installed on a machine on average (assumed: a desktop has a few thousand, a server a few hundred). */
-export const INSTALLED_MEAN = 2_000;
+/** Packages installed on a machine on average (assumed: between a server's few hundred and a desktop's few thousand). */
+export const INSTALLED_MEAN = 1_500;
 /** The popcon shape asked for: this share of packages is used by fewer than RARE_BELOW of machines. */
 export const RARE_SHARE = 0.8;
 export const RARE_BELOW = 0.01;
@@ -36,12 +36,12 @@ export async function loadArchive(path = BOOKWORM_PACKAGES): Promise<ArchivePack
 
 /**
  * Popularity by rank (0 = most used): p(r) = min(1, (r0 / (r + 1))^a), a Zipf-like law with a core of
- * packages on every machine. r0 puts the rank at RARE_SHARE of the archive exactly at RARE_BELOW; the
+ * packages on every machine. r0 puts RARE_BELOW at the rank past which RARE_SHARE of the archive lies; the
  * exponent a is then solved so that a machine installs `installedMean` packages on average.
  */
 export function popularityLaw(count: number, installedMean = INSTALLED_MEAN): { exponent: number; core: number; p: (rank: number) => number } {
   const law = (a: number) => {
-    const r0 = (RARE_SHARE * count + 1) * RARE_BELOW ** (1 / a);
+    const r0 = ((1 - RARE_SHARE) * count + 1) * RARE_BELOW ** (1 / a);
     return { r0, p: (rank: number) => Math.min(1, (r0 / (rank + 1)) ** a) };
   };
   const mean = (a: number) => {
