@@ -50,6 +50,8 @@ export interface LevelResult {
   peerShareAdopters: number;
   finishMs: { p2p: { p50: number; p99: number; count: number }; direct: { p50: number; p99: number; count: number } };
   lookupsMs: { p50: number; p99: number; count: number };
+  /** Lookups that found no peer although a reachable holder of the file was online (the DHT's misses), and their bytes. */
+  missed: { lookups: number; bytes: number };
   announces: { count: number; stored: number };
   uploads: { servers: number; p50Bytes: number; p99Bytes: number; maxBytes: number; maxPeakOverLimit: number; atLimit: number };
   unfinished: number;
@@ -94,6 +96,9 @@ export async function simulateLevel(world: World, adoption: number, seed: number
   const bytes = { received: 0, useful: 0, mirror: 0, mirrorNoPeers: 0, directMirror: 0, peers: 0, wasted: 0, mirrorSent: 0, peersSent: 0 };
   const usefulByAdopters = { mirror: 0, peers: 0 };
   const lookupTimes: number[] = [];
+  const missed = { lookups: 0, bytes: 0 };
+  /** Reachable machines holding each file: the truth a lookup is measured against. */
+  const holders = files.map(() => new Set<MachineState>());
   const announces = { count: 0, stored: 0 };
   const failures: unknown[] = [];
 
@@ -142,8 +147,13 @@ export async function simulateLevel(world: World, adoption: number, seed: number
       if (holder === undefined || holder === s || (holder.leftAt !== undefined && now - holder.leftAt > VALUE_TTL_MS)) continue;
       peers.add(holder.m.index);
     }
+    if (peers.size === 0 && [...holders[f]!].some((h) => h.online)) {
+      missed.lookups++;
+      missed.bytes += file.size;
+    }
     await simulateSwarm(envFor(s, true), s.m.index, file.size, [...peers]);
     if (s.m.session.nat) return; // cannot be connected to: serves nobody, announces nothing
+    holders[f]!.add(s);
     announces.count++;
     s.node!.announce(key, DHT_PORT, pieceInfo(file.sha256, file.size)).then(
       (r) => (announces.stored += r.stored),
@@ -212,6 +222,7 @@ export async function simulateLevel(world: World, adoption: number, seed: number
       direct: { p50: quantile(directTimes, 0.5), p99: quantile(directTimes, 0.99), count: directTimes.length },
     },
     lookupsMs: { p50: quantile(lookupTimes, 0.5), p99: quantile(lookupTimes, 0.99), count: lookupTimes.length },
+    missed,
     announces,
     uploads: {
       servers: servers.length,

@@ -76,6 +76,7 @@ if (values["dht-only"]) {
   }
   const rows = tableRows(results);
   console.log("\n" + textTable(TABLE_HEADER, rows));
+  console.log("\n" + mirrorLines(results).join("\n"));
   const full = results.find((r) => r.adoption === 1);
   const goals = full === undefined ? [] : goalLines(full);
   console.log("\n" + goals.join("\n"));
@@ -119,7 +120,8 @@ function mirrorLines(results: LevelResult[]): string[] {
       const alongside = r.bytes.mirror - r.bytes.directMirror - r.bytes.mirrorNoPeers;
       return (
         `- ${pct(r.adoption, 0)}: mirror to mirror-only machines ${of(r.bytes.directMirror)}; mirror to apt-p2p machines for files with no peer found ${of(r.bytes.mirrorNoPeers)}, ` +
-        `and alongside peers ${of(alongside)}; peers ${of(r.bytes.peers)}; wasted (duplicates that lost the race, transfers cut by a departure) ${of(r.bytes.wasted)}`
+        `and alongside peers ${of(alongside)}; peers ${of(r.bytes.peers)}; wasted (duplicates that lost the race, transfers cut by a departure) ${of(r.bytes.wasted)}. ` +
+        `Lookups that found no peer while a reachable holder was online: ${r.missed.lookups} of ${r.lookupsMs.count} (${of(r.missed.bytes)} of the bytes)`
       );
     }),
   ];
