@@ -29,6 +29,8 @@ export interface ResultRow {
   anchor?: { name: string; values: number[] };
   /** ours / anchor, one per run (not the ratio of the medians). */
   ratios?: number[];
+  /** What the ratio is when it is not ours / anchor (e.g. "speed-up: anchor / ours"). */
+  ratioLabel?: string;
   goal?: Goal;
 }
 
