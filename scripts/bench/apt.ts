@@ -402,7 +402,7 @@ async function main(): Promise<void> {
   const sizes = packages.map((p) => p.size);
   log(
     `repository: ${packages.length} packages, ${mb(totalBytes)} in all, median ${(median(sizes) / 1000).toFixed(0)} kB, ` +
-      `largest ${[...sizes].sort((a, b) => b - a).slice(0, largeCount).map(mb).join(", ")}; mirror ${mirrorUrl} at ${flags["mirror-rate"]}`,
+      `largest ${[...sizes].sort((a, b) => b - a).slice(0, Math.max(largeCount, 1)).map(mb).join(", ")}; mirror ${mirrorUrl} at ${flags["mirror-rate"]}`,
   );
   if (shaping.tc) await shaper.apply([mirrorRule()]);
 

@@ -338,6 +338,12 @@ export interface MirrorFront {
 const FRONT_BURST_BYTES = 256 * 1024;
 /** The mirror (in this process) has this long to answer a request's headers. */
 const MIRROR_ANSWER_TIMEOUT_MS = 10_000;
+/**
+ * The front reads each answer of the mirror whole, at once, and sends it from memory. Of requests
+ * pipelined on one connection only the first is being sent; the test mirror (Bun.serve) cuts a
+ * response nobody reads for 10 s, which a later one would be behind a large file at a low rate.
+ */
+const READ_AHEAD: QueuingStrategy<Uint8Array> = { highWaterMark: Number.POSITIVE_INFINITY };
 /** Request headers the front passes on to the mirror: the ones a download or a revalidation depends on. */
 const FORWARDED_REQUEST_HEADERS = ["range", "if-range", "if-modified-since", "if-none-match"];
 /** Response headers it passes back. */
@@ -374,7 +380,7 @@ export async function startMirrorFront(port: number, mirrorUrl: string, bytesPer
       const body =
         upstream.body === null
           ? null
-          : throttleStream(upstream.body, bucket, Bun.sleep).pipeThrough(
+          : throttleStream(upstream.body.pipeThrough(new TransformStream(undefined, READ_AHEAD)), bucket, Bun.sleep).pipeThrough(
               new TransformStream<Uint8Array, Uint8Array>({
                 transform(chunk, controller) {
                   sent += chunk.length;
