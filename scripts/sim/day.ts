@@ -12,7 +12,7 @@ import { SimDatagramNetwork } from "./datagrams.ts";
 import { buildDht, DHT_PORT } from "./dht.ts";
 import { FlowNetwork, type Flow } from "./flows.ts";
 import { quantile, seeded } from "./random.ts";
-import { simulateSwarm, type SwarmEnv } from "./swarm.ts";
+import { PROJECT_POLICY, simulateSwarm, type SwarmEnv, type SwarmPolicy } from "./swarm.ts";
 import { MIRROR_UP_BPS, type SimMachine, type World } from "./world.ts";
 
 /** Datagrams lost on the way (assumed 1%, a typical residential figure). */
@@ -70,7 +70,7 @@ interface MachineState {
   finishedAt?: number;
 }
 
-export async function simulateLevel(world: World, adoption: number, seed: number): Promise<LevelResult> {
+export async function simulateLevel(world: World, adoption: number, seed: number, policy: SwarmPolicy = PROJECT_POLICY): Promise<LevelResult> {
   const wall = performance.now();
   const random = seeded((seed * 7919 + Math.round(adoption * 10_000)) >>> 0);
   const clock = new SimClock();
@@ -151,7 +151,7 @@ export async function simulateLevel(world: World, adoption: number, seed: number
       missed.lookups++;
       missed.bytes += file.size;
     }
-    await simulateSwarm(envFor(s, true), s.m.index, file.size, [...peers]);
+    await simulateSwarm(envFor(s, true), s.m.index, file.size, [...peers], policy);
     if (s.m.session.nat) return; // cannot be connected to: serves nobody, announces nothing
     holders[f]!.add(s);
     announces.count++;

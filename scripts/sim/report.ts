@@ -21,9 +21,9 @@ export const TABLE_HEADER = [
   "adoption",
   "apt-p2p machines",
   "mirror MB / machine",
-  "mirror share",
-  "peer share",
-  "peer share (apt-p2p)",
+  "bytes sent by mirror",
+  "by peers",
+  "peer share of apt-p2p machines' bytes",
   "update p50 / p99 (apt-p2p)",
   "update p50 / p99 (mirror only)",
   "lookup p50 / p99",
@@ -37,7 +37,7 @@ export function tableRows(results: LevelResult[]): string[][] {
     `${r.adopters}`,
     (r.mirrorBytesPerMachine / MB).toFixed(2),
     pct(r.bytes.mirrorSent / r.bytes.received),
-    pct(r.peerShare),
+    pct(r.bytes.peersSent / r.bytes.received),
     pct(r.peerShareAdopters),
     `${secs(r.finishMs.p2p.p50)} / ${secs(r.finishMs.p2p.p99)}`,
     `${secs(r.finishMs.direct.p50)} / ${secs(r.finishMs.direct.p99)}`,
@@ -99,7 +99,7 @@ export function adoptionSvg(results: LevelResult[], title: string): string {
   const path = (pts: [number, number][], color: string, dash = "") =>
     `<polyline fill="none" stroke="${color}" stroke-width="2.5"${dash ? ` stroke-dasharray="${dash}"` : ""} points="${pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ")}"/>`;
   const mirrorPts = results.map((r) => [x(r.adoption), yMirror(r.mirrorBytesPerMachine / MB)] as [number, number]);
-  const sharePts = results.map((r) => [x(r.adoption), yShare(r.peerShare)] as [number, number]);
+  const sharePts = results.map((r) => [x(r.adoption), yShare(r.bytes.peersSent / r.bytes.received)] as [number, number]);
   out.push(path(mirrorPts, "#c0392b"));
   out.push(path(sharePts, "#2471a3", "6 4"));
   for (const [a, b] of mirrorPts) out.push(`<circle cx="${a.toFixed(1)}" cy="${b.toFixed(1)}" r="3.5" fill="#c0392b"/>`);

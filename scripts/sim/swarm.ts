@@ -31,6 +31,18 @@ export interface SwarmEnv {
   wasted(bytes: number): void;
 }
 
+/**
+ * The swarm's timing policy; the default is src/transfer/swarm.ts's. Other values answer "what if" for
+ * the report (run.ts --endgame-delay-ms, --mirror-delay-ms).
+ */
+export interface SwarmPolicy {
+  endgameDelayMs: number;
+  /** The mirror joins this long after the start (when peers are known and the file is not done yet). */
+  mirrorDelayMs: number;
+}
+
+export const PROJECT_POLICY: SwarmPolicy = { endgameDelayMs: ENDGAME_DELAY_MS, mirrorDelayMs: 0 };
+
 interface InFlight {
   flow?: Flow;
   timer?: SimEvent;
@@ -38,16 +50,23 @@ interface InFlight {
 }
 
 /** Downloads `size` bytes to machine `downloader` from `peers` (machine indices) and the mirror. */
-export function simulateSwarm(env: SwarmEnv, downloader: number, size: number, peers: number[]): Promise<void> {
-  const scheduler = new PieceScheduler(pieceCount(size), { random: env.random, sequential: true, endgameDelayMs: ENDGAME_DELAY_MS });
+export function simulateSwarm(env: SwarmEnv, downloader: number, size: number, peers: number[], policy: SwarmPolicy = PROJECT_POLICY): Promise<void> {
+  const scheduler = new PieceScheduler(pieceCount(size), { random: env.random, sequential: true, endgameDelayMs: policy.endgameDelayMs });
   const inFlight = new Map<string, InFlight>();
   const errors = new Map<string, number>();
   const to = env.hostOf(downloader);
   for (const peer of peers) scheduler.addSource({ id: `${peer}`, kind: "peer", pieces: "all" });
-  scheduler.addSource({ id: MIRROR_SOURCE, kind: "mirror", pieces: "all", maxInFlight: MIRROR_IN_FLIGHT });
+  const addMirror = () => scheduler.addSource({ id: MIRROR_SOURCE, kind: "mirror", pieces: "all", maxInFlight: MIRROR_IN_FLIGHT });
   let wake: SimEvent | undefined;
 
   return new Promise<void>((resolve, reject) => {
+    if (policy.mirrorDelayMs <= 0 || peers.length === 0) addMirror();
+    else
+      env.clock.after(policy.mirrorDelayMs, () => {
+        if (scheduler.complete) return;
+        addMirror();
+        pump();
+      });
     const pump = (): void => {
       if (scheduler.complete) {
         env.clock.cancel(wake);
@@ -58,7 +77,8 @@ export function simulateSwarm(env: SwarmEnv, downloader: number, size: number, p
       env.clock.cancel(wake);
       const next = scheduler.nextWake(now);
       wake = next === undefined ? undefined : env.clock.at(next, pump);
-      if (inFlight.size === 0 && next === undefined) reject(new Error(`sim swarm: no source left for a file of ${size} bytes`));
+      const mirrorComing = !scheduler.activeSources().includes(MIRROR_SOURCE) && policy.mirrorDelayMs > 0 && peers.length > 0;
+      if (inFlight.size === 0 && next === undefined && !mirrorComing) reject(new Error(`sim swarm: no source left for a file of ${size} bytes`));
     };
 
     const stalled = (piece: number, source: string, key: string): void => {
