@@ -98,7 +98,7 @@ export class RangeClient {
           data: (socket, chunk) => this.onData(socket.data, chunk),
           close: (socket) => this.onClose(socket.data),
           end: (socket) => this.onClose(socket.data),
-          error: (socket, err) => this.fail(socket.data, AptP2pError.mirror(request.url, err.message, err)),
+          error: (socket, err) => this.fail(socket.data, AptP2pError.mirror(socket.data.exchange?.request.url ?? request.url, err.message, err)),
         },
       });
     } catch (err) {
