@@ -81,10 +81,7 @@ export function savedContacts(ids: NodeId[], reachable: Contact[], random: () =>
       const flipped = Math.floor(own / span) ^ 1;
       const lo = lowerBound(prefixes, flipped * span);
       const hi = lowerBound(prefixes, (flipped + 1) * span);
-      if (hi - lo <= 0) {
-        if (lowerBound(prefixes, Math.floor(own / span) * span + span) - lowerBound(prefixes, Math.floor(own / span) * span) <= 1) break;
-        continue;
-      }
+      if (hi <= lo) continue;
       const picks = hi - lo <= K ? range(lo, hi) : sample(lo, hi, K, random);
       for (const i of picks) if (sorted[i]!.p !== own) out.push(sorted[i]!.c);
     }

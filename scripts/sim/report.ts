@@ -75,6 +75,8 @@ export function adoptionSvg(results: LevelResult[], title: string): string {
   const xMax = Math.log10(Math.max(...xs));
   const x = (a: number) => left + (xMax === xMin ? pw / 2 : ((Math.log10(a) - xMin) / (xMax - xMin)) * pw);
   const mirrorMax = niceCeil(Math.max(...results.map((r) => r.mirrorBytesPerMachine / MB)));
+  const step = mirrorMax / 5;
+  const decimals = step >= 1 && Number.isInteger(step) ? 0 : step >= 0.1 ? 1 : 2;
   const yMirror = (mb: number) => top + ph - (mb / mirrorMax) * ph;
   const yShare = (share: number) => top + ph - share * ph;
   const out: string[] = [];
@@ -84,7 +86,7 @@ export function adoptionSvg(results: LevelResult[], title: string): string {
   for (let i = 0; i <= 5; i++) {
     const y = top + (ph * i) / 5;
     out.push(`<line x1="${left}" y1="${y}" x2="${left + pw}" y2="${y}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${left - 8}" y="${y + 4}" text-anchor="end" fill="#c0392b">${fmt(mirrorMax * (1 - i / 5))}</text>`);
+    out.push(`<text x="${left - 8}" y="${y + 4}" text-anchor="end" fill="#c0392b">${(mirrorMax * (1 - i / 5)).toFixed(decimals)}</text>`);
     out.push(`<text x="${left + pw + 8}" y="${y + 4}" fill="#2471a3">${Math.round(100 * (1 - i / 5))}%</text>`);
   }
   for (const r of results) {
@@ -117,10 +119,6 @@ function niceCeil(v: number): number {
   const p = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
-}
-
-function fmt(v: number): string {
-  return v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2);
 }
 
 function escapeXml(s: string): string {
