@@ -11,7 +11,7 @@
  *    Depends, so APT fetches exactly them): --large of them share most of --total-mb (each 1.3× the one
  *    before: about 28, 37, 48 and 63 MB with the defaults), the others are log-normal around a 60 kB
  *    median (sigma 1.5, 1 kB to 4 MB; seeded mulberry32, so every run has the same sizes; median of all
- *    about 59 kB). The .debs are built once and kept in /tmp/apt-p2p-bench-swarm-debs, keyed by the
+ *    about 60 kB). The .debs are built once and kept in /tmp/apt-p2p-bench-swarm-debs, keyed by the
  *    sizes' parameters; the indexes are signed afresh each run.
  *  - The mirror is a Range-capable Bun server in this process, reached through an HTTP front on a port
  *    under 32768 (apt-cacher-ng cannot fetch from higher ports) that answers pipelined requests (the
