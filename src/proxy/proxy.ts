@@ -43,12 +43,15 @@ export interface ProxyStats {
   stale: number;
   /** Body bytes sent to APT clients. */
   bytesSent: number;
+  /** Requests being answered now (until their headers are ready), and the most at once so far. */
+  active: number;
+  peakActive: number;
   /** Verified bytes of files with a known hash, by where they came from. */
   bytesFrom: { mirror: number; peer: number; cache: number };
 }
 
 export function newProxyStats(): ProxyStats {
-  return { requests: 0, refused: 0, verified: 0, passedThrough: 0, stale: 0, bytesSent: 0, bytesFrom: { mirror: 0, peer: 0, cache: 0 } };
+  return { requests: 0, refused: 0, verified: 0, passedThrough: 0, stale: 0, bytesSent: 0, active: 0, peakActive: 0, bytesFrom: { mirror: 0, peer: 0, cache: 0 } };
 }
 
 export interface ProxyDeps {
@@ -69,6 +72,16 @@ export interface ProxyDeps {
 
 export async function handleProxy(request: Request, info: RequestInfo, deps: ProxyDeps): Promise<Response> {
   deps.stats.requests += 1;
+  deps.stats.active += 1;
+  deps.stats.peakActive = Math.max(deps.stats.peakActive, deps.stats.active);
+  try {
+    return await answer(request, info, deps);
+  } finally {
+    deps.stats.active -= 1;
+  }
+}
+
+async function answer(request: Request, info: RequestInfo, deps: ProxyDeps): Promise<Response> {
   if (!clientAllowed(info.remoteAddress, deps.clients)) {
     return refuse(deps, 403, `apt-p2p: the APT proxy answers only this machine (loopback) by default, not ${info.remoteAddress}. To serve other machines, start serve with --proxy-allow <CIDR,...>.`);
   }
