@@ -2,6 +2,7 @@
 import type { DhtOnlyResult } from "./dht-only.ts";
 import type { LevelResult } from "./day.ts";
 import type { Workload } from "./archive.ts";
+import { K } from "../../src/dht/node.ts";
 
 const MB = 1_000_000;
 
@@ -127,10 +128,11 @@ function escapeXml(s: string): string {
 
 export function dhtOnlyLines(r: DhtOnlyResult): string[] {
   return [
-    `${r.nodes} nodes, ${r.dead} of them (${pct(r.dead / r.nodes, 0)}) gone without a word, ${r.lookups} lookups of each kind, 1% datagram loss:`,
+    `${r.nodes.toLocaleString("en")} nodes, ${r.dead.toLocaleString("en")} of them (${pct(r.dead / r.nodes, 0)}) gone without a word, ${r.lookups} lookups of each kind, 1% datagram loss:`,
+    "",
     `- get_peers for a key announced by one live node: p50 ${millis(r.getPeers.p50Ms)}, p99 ${millis(r.getPeers.p99Ms)}, found the announcer in ${pct(r.getPeers.success)}`,
-    `- find_node: p50 ${millis(r.findNode.p50Ms)}, p99 ${millis(r.findNode.p99Ms)}, exactly the ${8} closest live nodes in ${pct(r.findNode.exact)}`,
-    `- cost: ${r.datagrams.toLocaleString("en")} datagrams, ${r.buildSeconds.toFixed(0)} s to build, ${r.runSeconds.toFixed(0)} s of lookups`,
+    `- find_node: p50 ${millis(r.findNode.p50Ms)}, p99 ${millis(r.findNode.p99Ms)}, exactly the ${K} closest live nodes in ${pct(r.findNode.exact)}`,
+    `- cost: ${r.datagrams.toLocaleString("en")} datagrams; wall-clock ${r.buildSeconds.toFixed(0)} s to build the network and ${r.runSeconds.toFixed(0)} s for the lookups`,
   ];
 }
 
