@@ -15,6 +15,7 @@ import { AptP2pError, ErrorCode, asDestinationError } from "../errors.ts";
 import { fetchUrl } from "../http/fetch.ts";
 import { listen, type HttpServer, type RequestInfo } from "../http/server.ts";
 import { ContentCache } from "../store/cache.ts";
+import { RangeClient } from "../transfer/range-client.ts";
 import { parseCacheSize, resolveCacheLimit } from "../store/quota.ts";
 import { SeedIndex } from "../store/seed-index.ts";
 import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
@@ -77,6 +78,7 @@ export const DEFAULT_UPLOADS_PER_ADDRESS = 8;
 
 interface DaemonParts {
   cache: ContentCache;
+  rangeClient: RangeClient;
   index: SeedIndex;
   seeder: Seeder;
   known: KnownFiles;
@@ -123,6 +125,8 @@ export class Daemon {
         throw asDestinationError(config.cacheDir, err);
       });
       opened.push(cache);
+      /** Peers' pieces are read on kept-alive connections into reused buffers (src/transfer/range-client.ts). */
+      const rangeClient = new RangeClient();
       const index = SeedIndex.open(join(config.stateDir, "seed.sqlite"));
       opened.push(index);
       const known = KnownFiles.open(join(config.stateDir, "proxy.sqlite"));
@@ -162,7 +166,7 @@ export class Daemon {
           download: (req, emit) => {
             const { promise, resolve, reject } = Promise.withResolvers<Obtained>();
             const watch = monitor.watchDownload(req, promise);
-            runDownload(req, { node, cache, fetcher: fetchUrl, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, (event) => {
+            runDownload(req, { node, cache, fetcher: fetchUrl, rangeClient, self: { port }, seed: (sha) => seeder.addCachedFile(sha), log }, (event) => {
               watch(event);
               emit(event);
             }).then(resolve, reject);
@@ -198,6 +202,7 @@ export class Daemon {
           return peers;
         },
         getItem: (key) => node.getItem(key),
+        rangeClient,
         seed: (sha256) => seeder.addCachedFile(sha256),
         onBytes: (kind, bytes) => {
           proxyStats.bytesFrom[kind] += bytes;
@@ -229,7 +234,7 @@ export class Daemon {
       monitor.start();
       wired = { node, seeder, port: http.port, proxy, monitor };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, { cache, index, seeder, known, monitor }, log);
+      return new Daemon(node, http, state, { cache, rangeClient, index, seeder, known, monitor }, log);
     } catch (err) {
       for (const part of opened.reverse()) part.close();
       throw err;
@@ -253,6 +258,7 @@ export class Daemon {
     this.parts.index.close();
     this.parts.known.close();
     this.parts.cache.close();
+    this.parts.rangeClient.close();
     this.state.close();
   }
 }

@@ -17,6 +17,7 @@ import { fromSources, obtainFile } from "../transfer/obtain.ts";
 import type { AnnouncedPeer } from "../transfer/piece-lists.ts";
 import { HttpSource } from "../transfer/source.ts";
 import { swarmDownload } from "../transfer/swarm.ts";
+import type { RangeClient } from "../transfer/range-client.ts";
 
 /** Bytes read from disk per chunk sent to a client. */
 const READ_CHUNK_BYTES = 256 * 1024;
@@ -37,6 +38,8 @@ export interface LiveDeps {
   now?: () => number;
   /** Default PEER_LOOKUP_TIMEOUT_MS. */
   lookupTimeoutMs?: number;
+  /** Reads peers' pieces into reused buffers on kept-alive connections (else through `fetcher`). */
+  rangeClient?: RangeClient;
 }
 
 export class LiveDownloads {
@@ -150,7 +153,7 @@ export class LiveDownload {
       this.target,
       { mirrors: this.mirrors, peers },
       path,
-      { fetcher: this.deps.fetcher, getItem: this.deps.getItem },
+      { fetcher: this.deps.fetcher, rangeClient: this.deps.rangeClient, getItem: this.deps.getItem },
       { onPrefix, onProgress: (event) => this.count(event.kind, event.bytes) },
     );
   }
