@@ -97,8 +97,8 @@ export interface Workload {
 
 /**
  * Ranks the archive at random, applies the law, draws the update and every machine's share of it.
- * `filesShare` < 1 simulates only that share of the day's source packages (drawn at random), to bound
- * the DHT work; byte shares are unbiased by it, a machine's update is that much smaller.
+ * `filesShare` < 1 simulates only that share of the day's source packages, to bound the DHT work (see
+ * sampleSources); a machine's update is about that much smaller.
  */
 export function buildWorkload(packages: ArchivePackage[], machines: number, random: () => number, options: { installedMean?: number; filesShare?: number } = {}): Workload {
   const installedMean = options.installedMean ?? INSTALLED_MEAN;
@@ -110,7 +110,8 @@ export function buildWorkload(packages: ArchivePackage[], machines: number, rand
   const groups = dailyUpdate(packages, random);
   const day = { sources: groups.length, files: 0, bytes: 0, simulatedShare: filesShare };
   for (const g of groups) for (const i of g) (day.files++, (day.bytes += packages[i]!.size));
-  const updated = shuffle(groups, random).slice(0, Math.max(1, Math.round(filesShare * groups.length))).flat();
+  // Shuffled first: ties in the sample's order fall at random.
+  const updated = sampleSources(shuffle(groups, random), (i) => machines * law.p(rank[i]!) * packages[i]!.size, filesShare, random).flat();
   const files = updated.map((i) => ({ name: packages[i]!.name, size: packages[i]!.size, sha256: packages[i]!.sha256, popularity: law.p(rank[i]!) }));
   const perMachine: number[][] = Array.from({ length: machines }, () => []);
   files.forEach((file, f) => {
@@ -119,4 +120,19 @@ export function buildWorkload(packages: ArchivePackage[], machines: number, rand
   let bytes = 0;
   for (const p of packages) bytes += p.size;
   return { files, perMachine, archive: { packages: packages.length, bytes, exponent: law.exponent, core: law.core, installedMean }, day };
+}
+
+/**
+ * A systematic sample of source packages: sorted by the bytes they are expected to bring to the
+ * machines, every (1 / share)-th from a random start. A plain random sample of sources varies wildly in
+ * volume (a few popular sources with many binaries carry most of the day), this one keeps the day's mix
+ * of popular and rare, large and small.
+ */
+export function sampleSources(groups: number[][], expectedBytes: (pkg: number) => number, share: number, random: () => number): number[][] {
+  if (share >= 1) return groups;
+  const weighted = groups.map((g) => ({ g, w: g.reduce((sum, i) => sum + expectedBytes(i), 0) })).sort((a, b) => b.w - a.w);
+  const step = 1 / share;
+  const out: number[][] = [];
+  for (let at = random() * step; at < weighted.length; at += step) out.push(weighted[Math.floor(at)]!.g);
+  return out.length > 0 ? out : [weighted[0]!.g];
 }
