@@ -9,7 +9,8 @@
  *    in with ContentCache.adopt() (src/store/cache.ts), as a download would leave them.
  *  - The DHT: --nodes DhtNodes (src/dht/node.ts) in this process on real UDP sockets on 127.0.0.1, the
  *    first alone, the others joining through it 25 at a time and then once more (as
- *    scripts/bench/dht-lookup.ts does), with their periodic maintenance on and no per-address rate limit
+ *    scripts/bench/dht-lookup.ts does), started once and shared by the --runs runs (each run has a
+ *    new daemon with a new cache and node id), with their periodic maintenance on and no per-address rate limit
  *    (they all share 127.0.0.1). Their sockets count every datagram exchanged with the daemon, decoded
  *    (src/dht/bencode.ts) to tell queries by method and the answers to them, in both directions.
  *  - The daemon: src/cli.ts compiled with `bun build --compile` (what the Debian package ships), run as
@@ -221,6 +222,7 @@ async function startServe(bin: string, args: string[]): Promise<{ port: number; 
     stderr: "pipe",
   });
   serve = proc;
+  serveLog = "";
   const decoder = new TextDecoder();
   void (async () => {
     for await (const chunk of proc.stderr) serveLog += decoder.decode(chunk, { stream: true });
@@ -320,21 +322,23 @@ interface RunResult {
   tableSize: number;
 }
 
-async function oneRun(bin: string, run: number): Promise<RunResult> {
+/** The other nodes, shared by all runs; each run's daemon is new, so only its port is followed. */
+interface Network {
+  first: Endpoint;
+  traffic: Traffic;
+  setDaemonPort(port: number): void;
+}
+
+async function oneRun(bin: string, run: number, network: Network): Promise<RunResult> {
   work = await mkdtemp(join(tmpdir(), "apt-p2p-bench-footprint-"));
   const cacheDir = join(work, "cache");
   let t0 = performance.now();
   const shas = await fillCache(cacheDir);
   log(`run ${run}: ${fileCount} files adopted into the cache in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
-  const traffic: Traffic = { bytes: new Map() };
-  let daemonPort = -1;
-  t0 = performance.now();
-  const first = await startNetwork(() => daemonPort, traffic);
-  log(`run ${run}: ${nodeCount} DHT nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-
+  const { first, traffic } = network;
   const started = await startServe(bin, ["--state-dir", join(work, "state"), "--cache-dir", cacheDir, "--bootstrap", `${first.address}:${first.port}`]);
-  daemonPort = started.port;
+  network.setDaemonPort(started.port);
   const base = `http://127.0.0.1:${started.port}`;
   t0 = performance.now();
   await waitUntilSeeded(base, shas);
@@ -383,7 +387,6 @@ async function oneRun(bin: string, run: number): Promise<RunResult> {
   );
 
   await stopServe();
-  for (const n of nodes.splice(0)) n.close();
   inFlight.clear();
   await rm(work, { recursive: true, force: true });
   work = undefined;
@@ -396,8 +399,14 @@ async function main(): Promise<void> {
   log("compiling src/cli.ts with bun build --compile");
   const build = Bun.spawn([process.execPath, "build", "--compile", "src/cli.ts", "--outfile", bin], { cwd: REPO_ROOT, stdout: "ignore", stderr: "pipe" });
   if ((await build.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(build.stderr).text()}`);
+  const traffic: Traffic = { bytes: new Map() };
+  let daemonPort = -1;
+  const t0 = performance.now();
+  const first = await startNetwork(() => daemonPort, traffic);
+  log(`${nodeCount} DHT nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const network: Network = { first, traffic, setDaemonPort: (port) => (daemonPort = port) };
   const results: RunResult[] = [];
-  for (let r = 1; r <= runs; r++) results.push(await oneRun(bin, r));
+  for (let r = 1; r <= runs; r++) results.push(await oneRun(bin, r, network));
   const of = (pick: (x: RunResult) => number) => results.map(pick);
   const rows: ResultRow[] = [
     { name: "RSS, peak over the window", unit: "MB", values: of((x) => x.peakRss / MB), goal: { of: "value", op: "<", target: 100 } },
