@@ -203,6 +203,12 @@ export class Daemon {
         },
         getItem: (key) => node.getItem(key),
         rangeClient,
+        onBadPiece: () => {
+          if (monitor !== undefined) monitor.pieceFailures += 1;
+        },
+        onBanned: () => {
+          if (monitor !== undefined) monitor.bannedPeers += 1;
+        },
         seed: (sha256) => seeder.addCachedFile(sha256),
         onBytes: (kind, bytes) => {
           proxyStats.bytesFrom[kind] += bytes;

@@ -71,6 +71,9 @@ export interface StatusReport {
 export class Monitor {
   /** Verified bytes of every download (proxy and `get`), by source. */
   readonly bytesFrom = { mirror: 0, peer: 0, cache: 0 };
+  /** Pieces that failed their hash, and peers banned, over every swarm download. */
+  pieceFailures = 0;
+  bannedPeers = 0;
   readonly peers = new PeersSeen();
   readonly rates = new RateHistory(RATE_SAMPLE_MS);
   private readonly recent: FinishedTransfer[] = [];
@@ -197,6 +200,8 @@ export class Monitor {
       bytesSent: { peer: peerServer.bytesSent, apt: proxy.bytesSent },
       proxy: { requests: proxy.requests, refused: proxy.refused, verified: proxy.verified, passedThrough: proxy.passedThrough, stale: proxy.stale, active: live.active },
       peerServer: { requests: peerServer.requests, refused503: peerServer.refused503, notFound: peerServer.notFound },
+      pieceFailures: this.pieceFailures,
+      bannedPeers: this.bannedPeers,
       peersSeen: this.peers.summary(this.now(), 0).total,
       dht: {
         tableSize: dht.tableSize,

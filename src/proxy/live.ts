@@ -40,6 +40,9 @@ export interface LiveDeps {
   lookupTimeoutMs?: number;
   /** Reads peers' pieces into reused buffers on kept-alive connections (else through `fetcher`). */
   rangeClient?: RangeClient;
+  /** A peer sent a piece that did not match its hash; a peer was banned (for metrics). */
+  onBadPiece?: (source: string) => void;
+  onBanned?: (source: string) => void;
 }
 
 export class LiveDownloads {
@@ -154,7 +157,7 @@ export class LiveDownload {
       { mirrors: this.mirrors, peers },
       path,
       { fetcher: this.deps.fetcher, rangeClient: this.deps.rangeClient, getItem: this.deps.getItem },
-      { onPrefix, onProgress: (event) => this.count(event.kind, event.bytes) },
+      { onPrefix, onProgress: (event) => this.count(event.kind, event.bytes), onBadPiece: this.deps.onBadPiece, onBanned: this.deps.onBanned },
     );
   }
 

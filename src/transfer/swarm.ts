@@ -67,6 +67,10 @@ export interface SwarmOptions {
    * and the download starts over, it is called with 0: what was read before may be wrong.
    */
   onPrefix?: (bytes: number) => void;
+  /** A piece from `source` did not match its hash (for metrics). */
+  onBadPiece?: (source: string) => void;
+  /** `source` was banned: for bad pieces, or as an announcer of a piece list that proved wrong. */
+  onBanned?: (source: string) => void;
 }
 
 export interface SwarmResult {
@@ -113,6 +117,7 @@ export async function swarmDownload(
       const blamed = plan.list !== undefined ? plan.list.announcers : peers.map(peerId);
       for (const id of blamed) excluded.add(id);
       banned.push(...blamed);
+      for (const id of blamed) options.onBanned?.(id);
     }
   }
   throw lastError ?? AptP2pError.mirror(target.name, "no peer and no mirror to download it from");
@@ -252,6 +257,7 @@ class SwarmRun {
           if (this.settled) return this.pool.give(bytes); // it landed after the run ended; the file may be closed
           if (!this.pieceIsGood(piece, bytes)) {
             this.lastError = new AptP2pError(ErrorCode.FileHashMismatch, `${sourceId} sent a bad piece ${piece} of ${this.target.name}`);
+            this.options.onBadPiece?.(sourceId);
             if (this.list !== undefined && this.blameList(piece, sourceId, info.kind)) return this.abort(new PieceListRejected(piece));
             this.pool.give(bytes);
             if (this.scheduler.failed(piece, sourceId, true)) this.dropBanned(sourceId);
@@ -282,6 +288,8 @@ class SwarmRun {
           if (err instanceof AptP2pError && err.code === ErrorCode.DestinationUnwritable) return this.abort(err);
           this.lastError = err;
           const fault = err instanceof AptP2pError && err.code === ErrorCode.FileHashMismatch;
+          // Wrong bytes caught before the piece's hash (more than asked, another file's size) count as bad too.
+          if (fault) this.options.onBadPiece?.(sourceId);
           if (this.scheduler.failed(piece, sourceId, fault)) return this.dropBanned(sourceId);
           if (++info.errors >= MAX_SOURCE_ERRORS) this.scheduler.removeSource(sourceId);
         },
@@ -352,7 +360,10 @@ class SwarmRun {
   }
 
   private dropBanned(sourceId: string): void {
+    // Pieces in flight when the ban came may fail after it: one ban per source.
+    if (this.result.banned.includes(sourceId)) return;
     this.result.banned.push(sourceId);
+    this.options.onBanned?.(sourceId);
     for (const [key, controller] of this.inFlight) if (key.endsWith(`@${sourceId}`)) controller.abort();
   }
 

@@ -234,6 +234,12 @@ describe("apt-get through the proxy", () => {
       const client = await apt(daemon, "proxy");
       await updateAndInstall(client, ["ten"]);
       await expectRepositoryDebs(client, ["ten"]);
+      if (hostile.requests.some((r) => r.status === 200 || r.status === 206)) {
+        // It was asked and answered: its pieces failed their hashes, as /metrics says (bans: swarm tests).
+        const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
+        expect(Number(/^apt_p2p_piece_verification_failures_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+        expect(metrics).toMatch(/^apt_p2p_banned_peers_total \d+/m);
+      }
     } finally {
       await hostile.stop();
     }

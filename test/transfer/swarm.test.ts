@@ -142,10 +142,19 @@ for (const mode of ["the fetcher", "the range client"] as const) {
       for (let i = 0; i < corrupt.length; i += 4096) corrupt[i]! ^= 0xff;
       const [evil, good, m] = await Promise.all([peer(corrupt), peer(), mirror()]);
       const path = out();
-      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [evil, good] }, path, deps());
+      const badPieces: string[] = [];
+      const bannedSeen: string[] = [];
+      const result = await swarmDownload(target(), { mirrors: [m.url], peers: [evil, good] }, path, deps(), {
+        onBadPiece: (source) => badPieces.push(source),
+        onBanned: (source) => bannedSeen.push(source),
+      });
       await expectRightBytes(path);
       expect(result.banned).toContain(`127.0.0.1:${evil.port}`);
       expect(result.perPeer[`127.0.0.1:${evil.port}`] ?? 0).toBe(0);
+      // What metrics count: each bad piece and the ban, named by their source.
+      expect(badPieces.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(badPieces)).toEqual(new Set([`127.0.0.1:${evil.port}`]));
+      expect(bannedSeen).toEqual([`127.0.0.1:${evil.port}`]);
     });
 
     test("a stalling peer and a peer on a dead port do not stop the download", async () => {
