@@ -296,7 +296,7 @@ function render(s) {
   $("version").textContent = "version " + s.version;
   $("uptime").textContent = "up " + formatDuration(s.uptimeSeconds);
   $("today-day").textContent = s.traffic.today.day;
-  $("all-since").textContent = new Date(s.traffic.allTime.since).toLocaleDateString();
+  $("all-since").textContent = "since " + new Date(s.traffic.allTime.since).toISOString().slice(0, 10);
   renderTraffic("today", s.traffic.today);
   renderTraffic("all", s.traffic.allTime);
   renderChart(s.rates, s.now);
