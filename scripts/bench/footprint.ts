@@ -412,7 +412,7 @@ async function main(): Promise<void> {
     { name: "RSS, peak over the window", unit: "MB", values: of((x) => x.peakRss / MB), goal: { of: "value", op: "<", target: 100 } },
     { name: "RSS at the end", unit: "MB", values: of((x) => x.endRss / MB) },
     { name: "CPU", unit: "% of a core", values: of((x) => x.cpuPercent) },
-    { name: "DHT maintenance (ping, find_node), sent + received", unit: "B/s", values: of((x) => x.maintenanceBps), goal: { of: "value", op: "<", target: 300 } },
+    { name: "DHT maintenance (ping, find_node), sent + received, in the window (buckets refresh every 15 min)", unit: "B/s", values: of((x) => x.maintenanceBps), goal: { of: "value", op: "<", target: 300 } },
     { name: "DHT maintenance, sent", unit: "B/s", values: of((x) => x.maintenanceOutBps) },
     { name: `DHT announces of the ${fileCount} files, sent + received`, unit: "B/s", values: of((x) => x.announceBps) },
     { name: "DHT traffic in all (daemon's counters)", unit: "B/s", values: of((x) => x.totalBps) },

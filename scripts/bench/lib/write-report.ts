@@ -5,7 +5,9 @@
  * lookup, swarm and APT benchmarks print tables and log lines, which are parsed here. Whatever cannot
  * be parsed is still shown: the report includes the last lines of every benchmark's output.
  *
- * Usage: bun scripts/bench/lib/write-report.ts <results dir> <out file> [--quick]
+ * Usage: bun scripts/bench/lib/write-report.ts <results dir> <out file> [--quick] [--note TEXT]
+ *   --note  a sentence for the top of the report (e.g. that some benchmarks were rerun alone and their
+ *           outputs copied into the results directory)
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -233,8 +235,11 @@ async function machine(): Promise<string[]> {
 }
 
 async function main(): Promise<void> {
-  const [dir, out] = process.argv.slice(2).filter((a) => !a.startsWith("--"));
-  const quick = process.argv.includes("--quick");
+  const args = process.argv.slice(2);
+  const noteAt = args.indexOf("--note");
+  const note = noteAt >= 0 ? args.splice(noteAt, 2)[1] : undefined;
+  const [dir, out] = args.filter((a) => !a.startsWith("--"));
+  const quick = args.includes("--quick");
   if (dir === undefined || out === undefined) throw new Error("usage: write-report.ts <results dir> <out file> [--quick]");
   const lines: string[] = [
     "# Benchmarks",
@@ -242,6 +247,7 @@ async function main(): Promise<void> {
     `Written by \`scripts/bench/run.sh${quick ? " --quick" : ""}\` on ${new Date().toISOString().slice(0, 10)}${quick ? " — a QUICK smoke run with small parameters, not the reference figures" : ""}.`,
     "Every benchmark runs beside its anchor in the same run; a ratio is the median over runs of the ratio within each run.",
     "Benchmarks are not run by CI. Everything runs on 127.0.0.1; bandwidth shaping, where a benchmark uses it, is `tc` htb on `lo`.",
+    ...(note === undefined ? [] : ["", note]),
     "",
     "## Machine",
     "",
@@ -275,7 +281,7 @@ async function main(): Promise<void> {
       for (const r of result.rows) {
         if (r.goal === undefined) continue;
         const v = goalValue(r);
-        summary.push(`| ${bench.name} | ${cell(r.name)} | ${r.goal.of === "ratio" ? `ratio ${formatNumber(v)}` : `${formatNumber(v)} ${r.unit}`} | ${describeGoal(r.goal, r.unit)} | ${meets(v, r.goal) ? "yes" : "**no**"} |`);
+        summary.push(`| ${bench.name} | ${cell(r.name)} | ${r.goal.of === "ratio" ? `ratio ${formatNumber(v)}` : `${formatNumber(v)}${r.unit === "" ? "" : ` ${r.unit}`}`} | ${describeGoal(r.goal, r.unit)} | ${meets(v, r.goal) ? "yes" : "**no**"} |`);
       }
     } else {
       sections.push(ok.length === 0 ? "No run succeeded." : `No figures could be read from the output (${parseError}); its last lines are below.`, "");
@@ -291,7 +297,13 @@ async function main(): Promise<void> {
   lines.push("## Simulation of the deployment story", "");
   if (existsSync(sim)) {
     lines.push("From `docs/sim-results.md` (`bun scripts/sim/run.ts`), included as it was when this report was written:", "");
-    lines.push(readFileSync(sim, "utf8").replace(/^#/gm, "###").trim(), "");
+    // One heading level down, under this section; relative links point into docs/.
+    const text = readFileSync(sim, "utf8")
+      .replace(/^#/gm, "##")
+      .replace(/\]\((?!https?:|\/|#|docs\/)([^)]+)\)/g, "](docs/$1)");
+    lines.push(text.trim(), "");
+    const picture = ["docs/adoption.svg", "docs/adoption.png"].find((p) => existsSync(join(REPO_ROOT, p)));
+    if (picture !== undefined && !readFileSync(sim, "utf8").includes("adoption.")) lines.push(`![Mirror load and share of bytes from peers against adoption](${picture})`, "");
   } else {
     lines.push("`docs/sim-results.md` was not there when this report was written (run `bun scripts/sim/run.ts`).", "");
   }
