@@ -23,6 +23,7 @@ import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
 import { runDownload } from "./downloads.ts";
 import { handlePeer, newPeerServerStats, PEER_PREFIX, type PeerServerDeps } from "./peer-server.ts";
 import { Seeder } from "./seeder.ts";
+import { SeedQueue } from "./seed-queue.ts";
 import { idFromHex } from "../dht/id.ts";
 import type { SourceEntry } from "../debian/sources.ts";
 import type { KeyringSpec } from "../debian/release.ts";
@@ -78,6 +79,7 @@ export const DEFAULT_UPLOADS_PER_ADDRESS = 8;
 
 interface DaemonParts {
   cache: ContentCache;
+  seedQueue: SeedQueue;
   rangeClient: RangeClient;
   index: SeedIndex;
   seeder: Seeder;
@@ -192,6 +194,7 @@ export class Daemon {
       const self = http.port;
       const proxyStats = newProxyStats();
       let monitor: Monitor | undefined;
+      const seedQueue: SeedQueue = new SeedQueue({ seed: (sha256) => seeder.addCachedFile(sha256), busy: (): boolean => live.active > 0, log });
       const live = new WatchedDownloads((download) => monitor?.watch(download), {
         cache,
         fetcher: fetchUrl,
@@ -209,7 +212,7 @@ export class Daemon {
         onBanned: () => {
           if (monitor !== undefined) monitor.bannedPeers += 1;
         },
-        seed: (sha256) => seeder.addCachedFile(sha256),
+        seed: async (sha256): Promise<void> => seedQueue.add(sha256),
         onBytes: (kind, bytes) => {
           proxyStats.bytesFrom[kind] += bytes;
           monitor?.received(kind, bytes);
@@ -240,7 +243,7 @@ export class Daemon {
       monitor.start();
       wired = { node, seeder, port: http.port, proxy, monitor };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, { cache, rangeClient, index, seeder, known, monitor }, log);
+      return new Daemon(node, http, state, { cache, seedQueue, rangeClient, index, seeder, known, monitor }, log);
     } catch (err) {
       for (const part of opened.reverse()) part.close();
       throw err;
@@ -258,6 +261,7 @@ export class Daemon {
     this.closed = true;
     if (this.saveTimer !== undefined) clearInterval(this.saveTimer);
     await this.parts.monitor.close();
+    await this.parts.seedQueue.close();
     await this.parts.seeder.close();
     this.node.close();
     await this.http.close();
