@@ -58,6 +58,7 @@ import {
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
 import { DEBIAN_LIKE_SIZES, median, seededRandom } from "./lib/sizes.ts";
+import { cleanUpOnExit } from "./lib/exit.ts";
 
 const MB = 1_000_000;
 /** Seed of the PRNG choosing package sizes (one whose sample median is near Debian's 60 kB). */
@@ -161,16 +162,7 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: still running after ${WATCHDOG_MS / 60_000} min; cleaning up`);
-  void cleanup().finally(() => process.exit(124));
-}, WATCHDOG_MS);
+const watchdog = cleanUpOnExit(cleanup, { log, watchdogMs: WATCHDOG_MS });
 
 // ---- preflight ----
 async function ensureTools(): Promise<void> {
@@ -186,20 +178,6 @@ async function ensureTools(): Promise<void> {
   log(`installing ${packages.join(" ")}`);
   const r = await runTimed(["apt-get", "install", "-y", ...packages], { timeoutMs: 300_000, env: { ...childEnv(), DEBIAN_FRONTEND: "noninteractive" } });
   if (r.code !== 0) throw new Error(`${how} failed (${r.code}): ${r.stderr.slice(-500)}`);
-}
-
-/** "tc" when HTB shaping on lo works here, else why not (the mirror's front then paces itself). */
-async function shapingMethod(): Promise<{ tc: boolean; why: string }> {
-  if (process.getuid?.() !== 0) return { tc: false, why: "not root" };
-  const why = await shaper.unusableBecause();
-  if (why !== null) return { tc: false, why };
-  try {
-    await shaper.apply([{ port: 9, bytesPerSecond: MB }]); // a trial class on the discard port
-    await shaper.clear();
-    return { tc: true, why: "" };
-  } catch (err) {
-    return { tc: false, why: err instanceof Error ? err.message : String(err) };
-  }
 }
 
 /** The proxy flags appeared with the APT proxy; an older `serve` cannot run cases 3 to 5. */
@@ -382,7 +360,7 @@ async function main(): Promise<void> {
   // Everything here shares the machine's CPUs: other work running alongside skews the timings.
   const [load1] = loadavg();
   log(`load average ${load1!.toFixed(1)} on ${availableParallelism()} CPUs${load1! > availableParallelism() / 2 ? " — the machine is busy, timings will be noisy" : ""}`);
-  const shaping = await shapingMethod();
+  const shaping = await shaper.trial();
   shapingLabel = shaping.tc ? "shaped by tc htb on lo (by source port)" : "paced by its front (tc unusable)";
   if (!shaping.tc) log(`tc unusable: ${shaping.why}`);
   log(`the mirror is ${shapingLabel}${cases.has(4) && peerRate > 0 ? `; peers by ${shaping.tc ? "tc too" : "serve --upload-limit"}` : ""}`);

@@ -41,6 +41,7 @@ import { ContentCache } from "../../src/store/cache.ts";
 import { childEnv, REPO_ROOT } from "./lib/fixture.ts";
 import { printResult, type ResultRow } from "./lib/report.ts";
 import { seededRandom } from "./lib/sizes.ts";
+import { cleanUpOnExit } from "./lib/exit.ts";
 
 const FILE_SEED = 20_240_610;
 const FILE_MIN_BYTES = 1_000;
@@ -108,16 +109,7 @@ async function cleanup(): Promise<void> {
   if (buildDir !== undefined) await rm(buildDir, { recursive: true, force: true });
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: still running after ${WATCHDOG_MS / 60_000} min; cleaning up`);
-  void cleanup().finally(() => process.exit(124));
-}, WATCHDOG_MS);
+const watchdog = cleanUpOnExit(cleanup, { log, watchdogMs: WATCHDOG_MS });
 
 // ---- the cache ----
 async function fillCache(dir: string): Promise<string[]> {

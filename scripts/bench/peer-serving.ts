@@ -30,6 +30,7 @@ import { parseArgs } from "node:util";
 import { childEnv, startDaemon, unusedPort, type Daemon } from "./lib/fixture.ts";
 import { compared, median, printResult, type ResultRow } from "./lib/report.ts";
 import { seededRandom } from "./lib/sizes.ts";
+import { cleanUpOnExit } from "./lib/exit.ts";
 
 const PIECE_BYTES = 512 * 1024;
 const MIB = 1024 * 1024;
@@ -86,16 +87,7 @@ async function cleanup(): Promise<void> {
   if (work !== undefined) await rm(work, { recursive: true, force: true });
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: still running after ${WATCHDOG_MS / 60_000} min; cleaning up`);
-  void cleanup().finally(() => process.exit(124));
-}, WATCHDOG_MS);
+const watchdog = cleanUpOnExit(cleanup, { log, watchdogMs: WATCHDOG_MS });
 
 // ---- the files ----
 interface ServedFile {

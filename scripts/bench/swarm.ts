@@ -44,6 +44,7 @@ import {
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
 import { DEBIAN_LIKE_SIZES, logNormalSizes, median, pickDistinct, seededRandom } from "./lib/sizes.ts";
+import { cleanUpOnExit } from "./lib/exit.ts";
 
 const MB = 1_000_000;
 /** Seed of the PRNG choosing small package sizes and their holders. */
@@ -115,16 +116,7 @@ async function cleanup(): Promise<void> {
   if (work !== undefined) await rm(work, { recursive: true, force: true });
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: still running after ${WATCHDOG_MS / 60_000} min; cleaning up`);
-  void cleanup().finally(() => process.exit(124));
-}, WATCHDOG_MS);
+const watchdog = cleanUpOnExit(cleanup, { log, watchdogMs: WATCHDOG_MS });
 
 // ---- preflight ----
 async function ensureTools(): Promise<void> {
@@ -136,20 +128,6 @@ async function ensureTools(): Promise<void> {
   log(`installing ${packages.join(" ")}`);
   const r = await timed(["apt-get", "install", "-y", ...packages], { timeoutMs: 300_000, env: { ...childEnv(), DEBIAN_FRONTEND: "noninteractive" } });
   if (r.code !== 0) throw new Error(`${how} failed (${r.code}): ${r.stderr.slice(-500)}`);
-}
-
-/** "tc" when HTB shaping on lo works here, else why not (the seeders then get --upload-limit). */
-async function shapingMethod(): Promise<{ tc: boolean; why: string }> {
-  if (process.getuid?.() !== 0) return { tc: false, why: "not root" };
-  const why = await shaper.unusableBecause();
-  if (why !== null) return { tc: false, why };
-  try {
-    await shaper.apply([{ port: 9, bytesPerSecond: MB }]); // a trial class on the discard port
-    await shaper.clear();
-    return { tc: true, why: "" };
-  } catch (err) {
-    return { tc: false, why: err instanceof Error ? err.message : String(err) };
-  }
 }
 
 // ---- the world ----
@@ -253,7 +231,7 @@ function describeSplit(line: GetLine, seederPorts: Map<number, number>): string 
 // ---- main ----
 async function main(): Promise<void> {
   await ensureTools();
-  const shaping = await shapingMethod();
+  const shaping = await shaper.trial();
   log(shaping.tc ? "shaping with tc htb on lo, by source port" : `tc unusable (${shaping.why}); seeders use --upload-limit, the mirror is not shaped`);
 
   const hugeSpec: PackageSpec = { name: "huge", version: "1.0", payloadBytes: Math.round(sizeMb * MB) };

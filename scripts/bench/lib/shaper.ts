@@ -67,6 +67,23 @@ export class LoopbackShaper {
     this.device = device;
   }
 
+  /**
+   * Whether shaping works here: root, a free `lo`, and a trial class on the discard port that installs
+   * and clears. `why` says what failed, for the benchmark's header.
+   */
+  async trial(): Promise<{ tc: boolean; why: string }> {
+    if (process.getuid?.() !== 0) return { tc: false, why: "not root" };
+    const why = await this.unusableBecause();
+    if (why !== null) return { tc: false, why };
+    try {
+      await this.apply([{ port: 9, bytesPerSecond: 1_000_000 }]);
+      await this.clear();
+      return { tc: true, why: "" };
+    } catch (err) {
+      return { tc: false, why: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
   /** Why shaping cannot be used here, or null when `lo` has no root qdisc of anyone else's. */
   async unusableBecause(): Promise<string | null> {
     if (Bun.which("tc") === null) return "tc is not installed (apt-get install -y iproute2)";
