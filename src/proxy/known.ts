@@ -7,8 +7,9 @@
  * Kept in SQLite in the state directory, so that `apt-get install` after a daemon restart still goes
  * through the swarm without another `apt-get update`.
  */
-import { Database } from "bun:sqlite";
+import type { Database } from "bun:sqlite";
 import type { Release } from "../debian/release.ts";
+import { openStore } from "../store/sqlite.ts";
 
 export interface KnownFile {
   sha256: string;
@@ -33,11 +34,9 @@ export class KnownFiles {
   }
 
   static open(path: string): KnownFiles {
-    const db = new Database(path, { create: true });
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-    const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-    if (version < SCHEMA_VERSION) {
-      db.exec(`
+    const db = openStore(path, {
+      version: SCHEMA_VERSION,
+      sql: `
         CREATE TABLE IF NOT EXISTS files (
           url        TEXT PRIMARY KEY,   -- as the proxy forwards it: scheme://host[:port]/path
           sha256     TEXT NOT NULL,
@@ -52,9 +51,8 @@ export class KnownFiles {
           read_at    INTEGER NOT NULL,
           PRIMARY KEY (sha256, root)
         );
-        PRAGMA user_version = ${SCHEMA_VERSION};
-      `);
-    }
+      `,
+    });
     db.exec(`
       CREATE TABLE IF NOT EXISTS releases (
         dir        TEXT PRIMARY KEY,   -- URL of the directory holding the verified Release

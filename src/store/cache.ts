@@ -7,9 +7,10 @@
  * gc(), except files pinned by a reader or writer of this process. Only the cache's own files/ is ever
  * deleted: seed directories such as /var/cache/apt/archives are not the cache's to touch.
  */
-import { Database } from "bun:sqlite";
+import type { Database } from "bun:sqlite";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { openStore } from "./sqlite.ts";
 
 export interface CachedFile {
   sha256: string;
@@ -103,11 +104,9 @@ export class ContentCache {
   static async open(dir: string, options: ContentCacheOptions = {}): Promise<ContentCache> {
     await mkdir(join(dir, "files"), { recursive: true });
     await mkdir(join(dir, "tmp"), { recursive: true });
-    const db = new Database(join(dir, "cache.sqlite"), { create: true });
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-    const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-    if (version < SCHEMA_VERSION) {
-      db.exec(`
+    const db = openStore(join(dir, "cache.sqlite"), {
+      version: SCHEMA_VERSION,
+      sql: `
         CREATE TABLE IF NOT EXISTS files (
           sha256     TEXT PRIMARY KEY,
           size       INTEGER NOT NULL,
@@ -115,9 +114,8 @@ export class ContentCache {
           added_at   INTEGER NOT NULL,   -- ms since epoch
           used_at    INTEGER NOT NULL
         );
-        PRAGMA user_version = ${SCHEMA_VERSION};
-      `);
-    }
+      `,
+    });
     await removeStaleTemps(join(dir, "tmp"), Date.now() - STALE_TEMP_MS);
     return new ContentCache(dir, db, options);
   }

@@ -5,12 +5,13 @@
  * download and a copy in /var/cache/apt/archives); it is served and announced once, from the "primary"
  * copy — the cache's if there is one, else the first path in byte order.
  */
-import { Database } from "bun:sqlite";
+import type { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import { MAX_INLINE_PIECES, PIECE_HASH_BYTES, pieceCount, pieceListItem, pieceListKey } from "../transfer/pieces.ts";
 import type { ServedFile, ServedFiles } from "./served.ts";
+import { openStore } from "./sqlite.ts";
 
 export type SeedOrigin = "cache" | "seed-dir";
 
@@ -53,11 +54,9 @@ export class SeedIndex implements ServedFiles {
 
   static open(dbPath: string): SeedIndex {
     mkdirSync(dirname(dbPath), { recursive: true });
-    const db = new Database(dbPath, { create: true });
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-    const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-    if (version < SCHEMA_VERSION) {
-      db.exec(`
+    const db = openStore(dbPath, {
+      version: SCHEMA_VERSION,
+      sql: `
         CREATE TABLE IF NOT EXISTS seeds (
           path              TEXT PRIMARY KEY,
           sha256            TEXT NOT NULL,
@@ -72,9 +71,8 @@ export class SeedIndex implements ServedFiles {
         CREATE INDEX IF NOT EXISTS seeds_sha256 ON seeds (sha256);
         CREATE INDEX IF NOT EXISTS seeds_piece_list_key ON seeds (piece_list_key);
         CREATE INDEX IF NOT EXISTS seeds_next_announce ON seeds (next_announce_at);
-        PRAGMA user_version = ${SCHEMA_VERSION};
-      `);
-    }
+      `,
+    });
     return new SeedIndex(db);
   }
 
