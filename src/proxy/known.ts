@@ -16,7 +16,8 @@ export interface KnownFile {
   size: number;
 }
 
-const SCHEMA_VERSION = 1;
+/** 2 added the releases table (every statement is CREATE ... IF NOT EXISTS, so 1 → 2 just adds it). */
+const SCHEMA_VERSION = 2;
 /** Rows are inserted in transactions of this many (a Packages index has tens of thousands). */
 const BATCH_ROWS = 5_000;
 const BY_HASH = /\/by-hash\/SHA256\/([0-9a-f]{64})$/;
@@ -51,14 +52,12 @@ export class KnownFiles {
           read_at    INTEGER NOT NULL,
           PRIMARY KEY (sha256, root)
         );
+        CREATE TABLE IF NOT EXISTS releases (
+          dir        TEXT PRIMARY KEY,   -- URL of the directory holding the verified Release
+          learned_at INTEGER NOT NULL
+        );
       `,
     });
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS releases (
-        dir        TEXT PRIMARY KEY,   -- URL of the directory holding the verified Release
-        learned_at INTEGER NOT NULL
-      );
-    `);
     return new KnownFiles(db);
   }
 
