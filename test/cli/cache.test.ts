@@ -4,30 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCacheGc, runCacheLs, runCacheVerify } from "../../src/cli/cache.ts";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
-import type { CliIO } from "../../src/cli/io.ts";
 import { reportError } from "../../src/cli/main.ts";
 import { AptP2pError, ErrorCode } from "../../src/errors.ts";
 import { ContentCache } from "../../src/store/cache.ts";
-import { jsonLines } from "../helpers/cli.ts";
+import { jsonLines, memoryIO } from "../helpers/cli.ts";
 
 const sha256 = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
-function memoryIO(): CliIO & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-    isTTY: false,
-    env: {},
-    cwd: "/",
-  };
-  return io;
-}
 
 let dir: string;
 let cacheDir: string;

@@ -7,29 +7,16 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
-import type { CliIO } from "../../src/cli/io.ts";
 import { runCli } from "../../src/cli/main.ts";
+import { memoryIO as cliMemoryIO } from "../helpers/cli.ts";
 
 let work: string;
 let systemFile: string;
 let userHome: string;
 
-function memoryIO(env: Record<string, string> = {}): CliIO & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-    isTTY: false,
-    // XDG_CONFIG_HOME points at our user file, so that the tester's own ~/.config is never read.
-    env: { XDG_CONFIG_HOME: userHome, HOME: work, ...env },
-    cwd: work,
-  };
-  return io;
+/** XDG_CONFIG_HOME points at our user file, so that the tester's own ~/.config is never read. */
+function memoryIO(env: Record<string, string> = {}) {
+  return cliMemoryIO({ env: { XDG_CONFIG_HOME: userHome, HOME: work, ...env }, cwd: work });
 }
 
 let fileCounter = 0;

@@ -1,26 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import packageJson from "../../package.json";
 import { EXIT_CODES } from "../../src/cli/exit-codes.ts";
-import type { CliIO } from "../../src/cli/io.ts";
 import { reportError, runCli } from "../../src/cli/main.ts";
 import { AptP2pError, ErrorCode } from "../../src/errors.ts";
+import { memoryIO } from "../helpers/cli.ts";
 
-function memoryIO(): CliIO & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-    isTTY: false,
-    env: {},
-    cwd: "/",
-  };
-  return io;
-}
 
 describe("the CLI program", () => {
   test("--version prints the package version", async () => {

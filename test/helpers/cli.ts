@@ -1,5 +1,6 @@
 /** Runs the apt-p2p CLI as a subprocess, the way a user would. */
 import { join } from "node:path";
+import type { CliIO } from "../../src/cli/io.ts";
 
 export const REPO_ROOT = join(import.meta.dir, "../..");
 export const BOOKWORM = join(REPO_ROOT, "../shared/fixtures/debian-bookworm");
@@ -29,4 +30,22 @@ export function jsonLines(stdout: string): Record<string, unknown>[] {
     .split("\n")
     .filter((l) => l.trim() !== "")
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** A CliIO that keeps what the program writes, for in-process runs; not a terminal. */
+export function memoryIO(options: { env?: Record<string, string | undefined>; cwd?: string } = {}): CliIO & { out: string; err: string } {
+  const io = {
+    out: "",
+    err: "",
+    stdout: (text: string) => {
+      io.out += text;
+    },
+    stderr: (text: string) => {
+      io.err += text;
+    },
+    isTTY: false,
+    env: options.env ?? {},
+    cwd: options.cwd ?? "/",
+  };
+  return io;
 }
