@@ -20,11 +20,10 @@ import { parseCacheSize, resolveCacheLimit } from "../store/quota.ts";
 import { SeedIndex } from "../store/seed-index.ts";
 import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
 import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
-import { runDownload } from "./downloads.ts";
+import { peersOf, runDownload } from "./downloads.ts";
 import { handlePeer, newPeerServerStats, PEER_PREFIX, type PeerServerDeps } from "./peer-server.ts";
 import { Seeder } from "./seeder.ts";
 import { SeedQueue } from "./seed-queue.ts";
-import { idFromHex } from "../dht/id.ts";
 import type { SourceEntry } from "../debian/sources.ts";
 import type { KeyringSpec } from "../debian/release.ts";
 import { keysFor, releaseBase, systemKeyrings } from "../debian/archive.ts";
@@ -199,8 +198,7 @@ export class Daemon {
         cache,
         fetcher: fetchUrl,
         findPeers: async (sha256) => {
-          const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
-          const peers = found.peers.filter((p) => !(p.port === self && isOwnAddress(p.address)));
+          const peers = await peersOf(node, sha256, self);
           for (const peer of peers) monitor?.peers.found(peer.address, peer.port, Date.now());
           return peers;
         },
@@ -331,8 +329,4 @@ function releaseKeys(sources: SourceEntry[], systemKeyrings: string[]): (dir: st
     if (!byDir.has(dir)) byDir.set(dir, keysFor(entry, systemKeyrings));
   }
   return async (dir) => byDir.get(dir) ?? { paths: systemKeyrings, inline: [], fingerprints: [] };
-}
-
-function isOwnAddress(address: string): boolean {
-  return address.startsWith("127.") || address === "::1" || address === "0.0.0.0";
 }

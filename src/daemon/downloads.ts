@@ -6,6 +6,7 @@ import { idFromHex } from "../dht/id.ts";
 import type { DhtNode } from "../dht/node.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import type { Fetcher } from "../http/fetch.ts";
+import { isLoopback } from "../http/server.ts";
 import type { ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
 import { fromSources, obtainFile, type Obtained } from "../transfer/obtain.ts";
@@ -66,8 +67,7 @@ export async function runDownload(request: DownloadRequest, deps: DownloadDeps, 
     target,
     async (path) => {
       fresh = true;
-      const found = await deps.node.getPeers(idFromHex(request.sha256.slice(0, 40))).catch(() => ({ peers: [] as AnnouncedPeer[] }));
-      const peers = found.peers.filter((p) => !(p.port === deps.self.port && isOwnAddress(p.address)));
+      const peers = await peersOf(deps.node, request.sha256, deps.self.port).catch(() => [] as AnnouncedPeer[]);
       emit({ type: "peers", count: peers.length });
       if (peers.length === 0) {
         return fromSources(target, request.mirrors.map((m) => new HttpSource(m, deps.fetcher)), { onProgress: (bytes) => progress({ bytes, kind: "mirror" }) })(path);
@@ -80,6 +80,8 @@ export async function runDownload(request: DownloadRequest, deps: DownloadDeps, 
   return obtained;
 }
 
-function isOwnAddress(address: string): boolean {
-  return address.startsWith("127.") || address === "::1" || address === "0.0.0.0";
+/** The peers the DHT names for a file, leaving out this daemon itself (announced as our port on loopback). */
+export async function peersOf(node: DhtNode, sha256: string, selfPort: number): Promise<AnnouncedPeer[]> {
+  const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
+  return found.peers.filter((p) => !(p.port === selfPort && (isLoopback(p.address) || p.address === "0.0.0.0")));
 }
