@@ -31,6 +31,8 @@ export interface LookupDeps {
   now(): number;
   /** Runs fn after ms unless cancelled (the returned function); without it only the transport's timeouts apply. */
   schedule?(fn: () => void, ms: number): () => void;
+  /** Overrides SLOW_FLOOR_MS (a test that needs exact results on a busy machine waits longer). */
+  slowFloorMs?: number;
 }
 
 /** A node taking longer than this many times the lookup's median answer time is treated as slow. */
@@ -218,7 +220,7 @@ class Lookup {
   private slowAfterMs(): number | undefined {
     if (this.rtts.length < SLOW_MIN_SAMPLES) return undefined;
     const sorted = [...this.rtts].sort((a, b) => a - b);
-    return Math.max(SLOW_FLOOR_MS, SLOW_FACTOR * sorted[sorted.length >> 1]!);
+    return Math.max(this.deps.slowFloorMs ?? SLOW_FLOOR_MS, SLOW_FACTOR * sorted[sorted.length >> 1]!);
   }
 
   private buildQuery(): Query {

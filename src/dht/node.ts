@@ -81,6 +81,8 @@ export interface DhtNodeOptions {
   clock?: () => number;
   randomBytes?: (n: number) => Uint8Array;
   rtt?: { minTimeoutMs?: number; maxTimeoutMs?: number };
+  /** How long a lookup waits on a query before treating the node as slow, at least (default SLOW_FLOOR_MS). */
+  slowFloorMs?: number;
   storage?: Partial<StorageLimits>;
   /** Per node (address and port). */
   rateLimit?: Partial<RateLimitOptions>;
@@ -367,6 +369,7 @@ export class DhtNode {
           const handle = this.timers.setTimeout(fn, ms);
           return () => this.timers.clearTimeout(handle);
         },
+        slowFloorMs: this.options.slowFloorMs,
       },
     );
     this.lookupCount++;
