@@ -11,9 +11,9 @@
  */
 import { stat } from "node:fs/promises";
 import { contentRange, parseRange } from "../http/range.ts";
-import type { RequestInfo } from "../http/server.ts";
+import { withFileBody, type FileBody, type FileBodyOutcome, type RequestInfo } from "../http/server.ts";
 import type { ServedFile, ServedFiles } from "../store/served.ts";
-import { throttleStream, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
+import { THROTTLE_CHUNK_BYTES, throttleStream, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
 
 export const PEER_PREFIX = "/~/";
 
@@ -124,14 +124,54 @@ async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerSer
     const retryAfter = deps.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
     return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
   }
-  const source = Bun.file(file.path).slice(start, end + 1).stream();
-  const body = tracked(throttleStream(source, deps.bucket, deps.sleep ?? defaultSleep), length, deps.stats, (outcome) => {
+  let settled = false;
+  const settle = (outcome: FileBodyOutcome) => {
+    if (settled) return;
+    settled = true;
     release();
     unpin();
     // The file shrank after it was checked: it no longer is what we hashed.
     if (outcome === "short") deps.served.invalidate(sha256);
-  });
-  return new Response(body, { status, headers });
+  };
+  const sleep = deps.sleep ?? defaultSleep;
+  const { bucket, stats } = deps;
+  const fileBody: FileBody = {
+    path: file.path,
+    start,
+    length,
+    chunkBytes: bucket === null ? Number.POSITIVE_INFINITY : THROTTLE_CHUNK_BYTES,
+    pace: (bytes) => {
+      const waitMs = bucket === null ? 0 : bucket.take(bytes);
+      return waitMs > 0 ? sleep(waitMs) : undefined;
+    },
+    sent: (bytes) => {
+      stats.bytesSent += bytes;
+    },
+    settle,
+  };
+  // The server sends the file itself (src/http/server.ts sendFile); the stream is for any other reader
+  // and opens the file only when first read.
+  const body = lazyStream(() => tracked(throttleStream(Bun.file(file.path).slice(start, end + 1).stream(), bucket, sleep), length, stats, settle));
+  return withFileBody(new Response(body, { status, headers }), fileBody);
+}
+
+/** A stream that makes its source on the first read (and never, when nobody reads it). */
+function lazyStream(make: () => ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  let reader: { read(): Promise<{ done: boolean; value?: Uint8Array }>; cancel(reason?: unknown): Promise<void> } | undefined;
+  const open = () => (reader ??= make().getReader());
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const next = await open().read();
+        if (next.done || next.value === undefined) controller.close();
+        else controller.enqueue(next.value);
+      },
+      async cancel(reason) {
+        await open().cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 function servePieceList(request: Request, deps: PeerServerDeps, keyHex: string): Response {
@@ -168,7 +208,6 @@ async function unchangedOnDisk(file: ServedFile): Promise<boolean> {
   }
 }
 
-type Outcome = "complete" | "short" | "error" | "cancelled";
 
 /**
  * Counts the bytes of `body` into stats.bytesSent and calls `settle` exactly once when it ends: read to
@@ -179,12 +218,12 @@ function tracked(
   body: ReadableStream<Uint8Array>,
   expected: number,
   stats: PeerServerStats,
-  settle: (outcome: Outcome) => void,
+  settle: (outcome: FileBodyOutcome) => void,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let sent = 0;
   let settled = false;
-  const finish = (outcome: Outcome) => {
+  const finish = (outcome: FileBodyOutcome) => {
     if (settled) return;
     settled = true;
     settle(outcome);

@@ -396,6 +396,9 @@ describe("peer server over a socket", () => {
   }
 
   test("answers pipelined requests complete and in order, then reuses the connection", async () => {
+    // The server handles pipelined requests as they are parsed and sends the answers in order, so their
+    // uploads overlap: room for them all (the cap has tests of its own above).
+    deps.slots = new UploadSlots(8);
     const s = await start();
     const responses = await exchange(s, [
       { method: "GET", path: `/~/${large.file.sha256}`, headers: ["Range: bytes=100-199"] },
@@ -444,6 +447,58 @@ describe("peer server over a socket", () => {
     expect(waits.length).toBe(Math.ceil(large.bytes.length / THROTTLE_CHUNK_BYTES));
     expect(total).toBeGreaterThanOrEqual(expected);
     expect(total).toBeLessThanOrEqual(expected + waits.length);
+  });
+
+  // The server sends files itself from reused buffers (src/http/server.ts sendFile), chunk by chunk with
+  // backpressure: every body must still be the right bytes, whole and in order.
+  test("512 KiB ranges pipelined to a reader that keeps pausing arrive intact", async () => {
+    const big = await addFile("big.deb", patterned(8 * 512 * 1024 + 777, 9));
+    deps.slots = new UploadSlots(16);
+    const s = await start();
+    let pauses = 0;
+    s.on("data", () => {
+      if (pauses++ % 3 !== 0) return;
+      s.pause();
+      setTimeout(() => s.resume(), 5);
+    });
+    const pieces = [3, 0, 7, 8, 1, 6, 2, 5, 4, 3];
+    const responses = await exchange(
+      s,
+      pieces.map((p) => ({ method: "GET", path: `/~/${big.file.sha256}`, headers: [`Range: bytes=${p * 524288}-${Math.min((p + 1) * 524288, big.bytes.length) - 1}`] })),
+    );
+    expect(responses.map((r) => r.status)).toEqual(pieces.map(() => 206));
+    responses.forEach((r, i) => expect(r.body.equals(Buffer.from(big.bytes.subarray(pieces[i]! * 524288, (pieces[i]! + 1) * 524288)))).toBe(true));
+    const [whole] = await exchange(s, [{ method: "GET", path: `/~/${big.file.sha256}` }]);
+    expect(whole!.body.equals(Buffer.from(big.bytes))).toBe(true);
+    expect(stats.bytesSent).toBe(responses.reduce((sum, r) => sum + r.body.length, 0) + big.bytes.length);
+    expect(deps.slots.total()).toBe(0);
+  });
+
+  test("a file that shrinks while it is sent cuts the connection, frees the slot and is invalidated", async () => {
+    const huge = await addFile("huge.deb", patterned(1024 * 1024, 4));
+    const clock = { ms: 0 };
+    const gates: (() => void)[] = [];
+    deps.bucket = new TokenBucket({ bytesPerSecond: THROTTLE_CHUNK_BYTES, now: () => clock.ms });
+    deps.sleep = (ms) =>
+      new Promise<void>((resolve) =>
+        gates.push(() => {
+          clock.ms += ms;
+          resolve();
+        }),
+      );
+    const s = await start();
+    let received = 0;
+    s.on("data", (data: Buffer) => (received += data.length));
+    const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
+    s.write(`GET /~/${huge.file.sha256} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    for (let i = 0; i < 200 && gates.length === 0; i++) await Bun.sleep(5);
+    expect(received).toBeGreaterThan(THROTTLE_CHUNK_BYTES);
+    await truncate(huge.file.path, 100);
+    gates.shift()!();
+    await closed;
+    expect(received).toBeLessThan(huge.bytes.length);
+    expect(deps.slots.total()).toBe(0);
+    expect(served.invalidated).toEqual([huge.file.sha256]);
   });
 
   // src/http/server.ts waits for "drain" or "close": on a response whose socket has closed, "drain"
