@@ -220,7 +220,7 @@ async function downloadOne(
   const mirror = `${row.uri}/${row.filename}`;
   const destPath = join(config.dest, name);
   const fetchInto = async (path: string) => {
-    const peers = finder === null ? [] : await finder.peersFor(row.sha256).catch(() => []);
+    const peers = finder === null ? [] : await finder.peersFor(row.sha256, row.size).catch(() => []);
     if (peers.length === 0) {
       return fromSources(target, [new HttpSource(mirror, deps.fetcher)], { onProgress: (n) => reporter.progress(row.sha256, n, "mirror") })(path);
     }

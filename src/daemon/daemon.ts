@@ -197,8 +197,8 @@ export class Daemon {
       const live = new WatchedDownloads((download) => monitor?.watch(download), {
         cache,
         fetcher: fetchUrl,
-        findPeers: async (sha256) => {
-          const peers = await peersOf(node, sha256, self);
+        findPeers: async (sha256, size) => {
+          const peers = await peersOf(node, sha256, size, self);
           for (const peer of peers) monitor?.peers.found(peer.address, peer.port, Date.now());
           return peers;
         },

@@ -11,6 +11,7 @@ import type { ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
 import { fromSources, obtainFile, type Obtained } from "../transfer/obtain.ts";
 import type { AnnouncedPeer } from "../transfer/piece-lists.ts";
+import { peersEnough } from "../transfer/pieces.ts";
 import type { RangeClient } from "../transfer/range-client.ts";
 import { HttpSource } from "../transfer/source.ts";
 import { swarmDownload, type SwarmProgress } from "../transfer/swarm.ts";
@@ -67,7 +68,7 @@ export async function runDownload(request: DownloadRequest, deps: DownloadDeps, 
     target,
     async (path) => {
       fresh = true;
-      const peers = await peersOf(deps.node, request.sha256, deps.self.port).catch(() => [] as AnnouncedPeer[]);
+      const peers = await peersOf(deps.node, request.sha256, request.size, deps.self.port).catch(() => [] as AnnouncedPeer[]);
       emit({ type: "peers", count: peers.length });
       if (peers.length === 0) {
         return fromSources(target, request.mirrors.map((m) => new HttpSource(m, deps.fetcher)), { onProgress: (bytes) => progress({ bytes, kind: "mirror" }) })(path);
@@ -80,8 +81,10 @@ export async function runDownload(request: DownloadRequest, deps: DownloadDeps, 
   return obtained;
 }
 
-/** The peers the DHT names for a file, leaving out this daemon itself (announced as our port on loopback). */
-export async function peersOf(node: DhtNode, sha256: string, selfPort: number): Promise<AnnouncedPeer[]> {
-  const found = await node.getPeers(idFromHex(sha256.slice(0, 40)));
+/** The peers the DHT names for a file of `size` bytes, leaving out this daemon itself (announced as our port on loopback). */
+export async function peersOf(node: DhtNode, sha256: string, size: number, selfPort: number): Promise<AnnouncedPeer[]> {
+  // Stopping at the first peers found could stop at ourselves alone: ask for one more.
+  const enough = peersEnough(size);
+  const found = await node.getPeers(idFromHex(sha256.slice(0, 40)), { enough: enough === undefined ? undefined : enough + 1 });
   return found.peers.filter((p) => !(p.port === selfPort && (isLoopback(p.address) || p.address === "0.0.0.0")));
 }

@@ -19,6 +19,8 @@ export interface LookupRequest {
   alpha: number;
   /** BEP 44 get: stop as soon as a node returns an item that hashes to the target. */
   stopOnItem?: boolean;
+  /** get_peers: stop as soon as this many distinct peers are known (see node.ts getPeers). */
+  stopAfterValues?: number;
 }
 
 export interface LookupDeps {
@@ -137,6 +139,7 @@ class Lookup {
   private pump(): void {
     if (this.done) return;
     if (this.item !== undefined && this.request.stopOnItem) return this.complete();
+    if (this.request.stopAfterValues !== undefined && this.values.size >= this.request.stopAfterValues) return this.complete();
 
     // The K closest candidates that have not failed nor gone slow: the lookup is over when they have all
     // answered. A slow node (past its adaptive timeout) no longer holds the lookup up; if its answer

@@ -224,7 +224,7 @@ export class DhtNode {
    */
   async join(): Promise<void> {
     await Promise.all(this.saved.map((c) => this.ping(c).catch(() => undefined)));
-    await this.runLookup(this.id, "find_node", this.bootstrap);
+    await this.runLookup(this.id, "find_node", { extraSeeds: this.bootstrap });
     if (this.options.refreshOnJoin === false) return;
     const everyBucket = -1; // idle for longer than -1 ms: all of them
     await Promise.all(this.table.refreshTargets(this.clock(), everyBucket).map((t) => this.runLookup(t, "find_node").catch(() => undefined)));
@@ -251,9 +251,14 @@ export class DhtNode {
     return (await this.runLookup(target, "find_node")).closest.map((c) => c.contact);
   }
 
-  /** Every peer the nodes closest to the key know for it. */
-  async getPeers(key: NodeId): Promise<PeersFound> {
-    const result = await this.runLookup(key, "get_peers");
+  /**
+   * Every peer the nodes closest to the key know for it; or, with `enough`, the peers known once that
+   * many were found. The first node that stores the key answers with every peer it holds, so a caller
+   * that needs no consensus (a file of one piece has no piece list to agree on) saves the rest of the
+   * lookup: most of the time a small file takes.
+   */
+  async getPeers(key: NodeId, options: { enough?: number } = {}): Promise<PeersFound> {
+    const result = await this.runLookup(key, "get_peers", { stopAfterValues: options.enough });
     // We may be among the closest nodes ourselves: what others announced to us counts too.
     const peers = new Map(result.values.map((p) => [`${p.address}:${p.port}`, p]));
     for (const p of this.store.peers(key, this.clock(), LOCAL_VALUES_MAX)) {
@@ -305,7 +310,7 @@ export class DhtNode {
   async getItem(target: NodeId): Promise<Uint8Array | undefined> {
     const local = this.store.getItem(target, this.clock());
     if (local !== undefined) return local;
-    return (await this.runLookup(target, "get", [], true)).item;
+    return (await this.runLookup(target, "get", { stopOnItem: true })).item;
   }
 
   /** Contacts worth saving for the next start. */
@@ -355,10 +360,14 @@ export class DhtNode {
     if (this.table.size() === 0 && this.bootstrap.length > 0) await this.join().catch(() => undefined);
   }
 
-  private async runLookup(target: NodeId, method: LookupMethod, extraSeeds: Endpoint[] = [], stopOnItem = false): Promise<LookupResult> {
-    const seeds = [...this.table.closest(target, this.k * 2), ...extraSeeds];
+  private async runLookup(
+    target: NodeId,
+    method: LookupMethod,
+    options: { extraSeeds?: Endpoint[]; stopOnItem?: boolean; stopAfterValues?: number } = {},
+  ): Promise<LookupResult> {
+    const seeds = [...this.table.closest(target, this.k * 2), ...(options.extraSeeds ?? [])];
     const result = await lookup(
-      { target, method, seeds, k: this.k, alpha: this.alpha, stopOnItem },
+      { target, method, seeds, k: this.k, alpha: this.alpha, stopOnItem: options.stopOnItem, stopAfterValues: options.stopAfterValues },
       {
         ownId: this.id,
         query: (to, query, options) => this.rpc.query(to, query, options),

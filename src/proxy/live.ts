@@ -28,7 +28,7 @@ export interface LiveDeps {
   cache: ContentCache;
   fetcher: Fetcher;
   /** Peers announcing the file (our own address left out); [] when none or no DHT. */
-  findPeers: (sha256: string) => Promise<AnnouncedPeer[]>;
+  findPeers: (sha256: string, size: number) => Promise<AnnouncedPeer[]>;
   getItem?: (key: NodeId) => Promise<Uint8Array | undefined>;
   /** A file just entered the cache: seed it. */
   seed: (sha256: string) => Promise<void>;
@@ -145,7 +145,7 @@ export class LiveDownload {
     };
     let timer: ReturnType<typeof setTimeout> | undefined;
     const peers = await Promise.race([
-      this.deps.findPeers(this.target.sha256).catch(() => [] as AnnouncedPeer[]),
+      this.deps.findPeers(this.target.sha256, this.target.size).catch(() => [] as AnnouncedPeer[]),
       new Promise<AnnouncedPeer[]>((resolve) => (timer = setTimeout(() => resolve([]), this.deps.lookupTimeoutMs ?? PEER_LOOKUP_TIMEOUT_MS))),
     ]).finally(() => clearTimeout(timer));
     if (peers.length === 0) {

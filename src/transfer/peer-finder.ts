@@ -7,10 +7,11 @@ import { idFromHex, type Contact, type Endpoint, type NodeId } from "../dht/id.t
 import { DhtNode } from "../dht/node.ts";
 import { bindUdp } from "../dht/socket.ts";
 import type { AnnouncedPeer } from "./piece-lists.ts";
+import { peersEnough } from "./pieces.ts";
 
 export interface PeerFinder {
-  /** The peers that announced the file with this SHA-256 (its first 20 bytes are the key). */
-  peersFor(sha256: string): Promise<AnnouncedPeer[]>;
+  /** The peers that announced the file with this SHA-256 (its first 20 bytes are the key), of `size` bytes. */
+  peersFor(sha256: string, size: number): Promise<AnnouncedPeer[]>;
   getItem(key: NodeId): Promise<Uint8Array | undefined>;
   close(): void;
 }
@@ -36,7 +37,7 @@ export async function startPeerFinder(options: FinderOptions): Promise<PeerFinde
   });
   await node.start();
   return {
-    peersFor: async (sha256) => (await node.getPeers(idFromHex(sha256.slice(0, 40)))).peers,
+    peersFor: async (sha256, size) => (await node.getPeers(idFromHex(sha256.slice(0, 40)), { enough: peersEnough(size) })).peers,
     getItem: (key) => node.getItem(key),
     close: () => node.close(),
   };

@@ -8,6 +8,15 @@ import { createReadStream } from "node:fs";
 import { ID_BYTES, type NodeId } from "../dht/id.ts";
 
 export const PIECE_SIZE_BYTES = 512 * 1024;
+
+/**
+ * How many peers a DHT lookup for a file of `size` bytes may stop at: a file of one piece has no piece
+ * list to agree on and is checked whole, so the first answer naming peers is enough; a larger file's
+ * lookup runs to the end (undefined), for more sources and the consensus on its piece list.
+ */
+export function peersEnough(size: number): number | undefined {
+  return size <= PIECE_SIZE_BYTES ? 1 : undefined;
+}
 export const PIECE_HASH_BYTES = 20;
 /** Up to this many piece hashes ride inline on the announce (4 × 20 = 80 bytes). */
 export const MAX_INLINE_PIECES = 4;

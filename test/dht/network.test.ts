@@ -62,6 +62,20 @@ describe(`a DHT of ${NODES} nodes`, () => {
     expect(got).toEqual(announcers.map((n, i) => `${n.local.address}:${9000 + i}`).sort());
   }, 60_000);
 
+  test("get_peers with enough=1 stops at the first answer naming peers: fewer queries, announcers only", async () => {
+    const key = sim.random(20);
+    const announcers = [12, 99, 250].map((i) => sim.nodes[i]!);
+    await Promise.all(announcers.map((n, i) => n.announce(key, 8000 + i)));
+    const valid = new Set(announcers.map((n, i) => `${n.local.address}:${8000 + i}`));
+    // The early one first: the full lookup from the same node then starts from a table that learned from it.
+    const early = await sim.nodes[444]!.getPeers(key, { enough: 1 });
+    const full = await sim.nodes[444]!.getPeers(key);
+    expect(full.peers).toHaveLength(3);
+    expect(early.peers.length).toBeGreaterThanOrEqual(1);
+    for (const p of early.peers) expect(valid.has(`${p.address}:${p.port}`)).toBe(true);
+    expect(early.queried).toBeLessThan(full.queried);
+  }, 60_000);
+
   test("a BEP 44 item put by one node is got by another", async () => {
     const value = bencode.encode({ pieces: new Uint8Array(40).fill(7), size: 3_000_000 });
     const { target, stored } = await sim.nodes[10]!.putItem(value);
