@@ -185,6 +185,8 @@ class SwarmRun {
   private readonly listFailures = new Map<number, Set<string>>();
   private readonly written = new Set<number>();
   private writtenPrefix = 0;
+  /** A file of one piece, checked whole against its SHA-256 as it landed: no second hash at the end. */
+  private wholeVerified = false;
 
   constructor(
     private readonly target: DownloadTarget,
@@ -200,7 +202,9 @@ class SwarmRun {
       sequential: true,
       endgameDelayMs: options.endgameDelayMs ?? ENDGAME_DELAY_MS,
     });
-    for (const peer of sources.peers) {
+    // In random order: the scheduler asks sources in the order they were added, and many downloaders
+    // of small files (one piece each) would otherwise all start with the same peer of the same list.
+    for (const peer of shuffled(sources.peers, deps.random ?? Math.random)) {
       const id = peerId(peer);
       if (this.sources.has(id)) continue;
       const url = `http://${peer.address.includes(":") ? `[${peer.address}]` : peer.address}:${peer.port}/~/${target.sha256}`;
@@ -277,7 +281,8 @@ class SwarmRun {
             await this.file.write(bytes, 0, bytes.length, range.start).finally(release);
             this.markWritten(piece);
           });
-          this.feedHash(piece, bytes, release);
+          if (this.wholeVerified) release();
+          else this.feedHash(piece, bytes, release);
           this.count(info.kind, sourceId, range.end - range.start);
         },
         (err: unknown) => {
@@ -343,7 +348,12 @@ class SwarmRun {
   private pieceIsGood(piece: number, bytes: Uint8Array): boolean {
     if (this.list === undefined && this.scheduler.pieceCount > 1) return true; // No piece list: the whole file is checked at the end.
     const digest = Bun.SHA256.hash(bytes) as Uint8Array;
-    if (this.list === undefined) return Buffer.from(digest).toString("hex") === this.target.sha256;
+    if (this.list === undefined) {
+      const whole = Buffer.from(digest).toString("hex") === this.target.sha256;
+      // Never reset: a bad duplicate after the good copy must not undo what the good one proved.
+      if (whole) this.wholeVerified = true;
+      return whole;
+    }
     return Buffer.from(digest.subarray(0, PIECE_HASH_BYTES)).equals(Buffer.from(this.list.hashes[piece]!));
   }
 
@@ -418,6 +428,7 @@ class SwarmRun {
   /** The SHA-256 of what was written, once run() has resolved. */
   async digest(): Promise<string> {
     await this.writes;
+    if (this.wholeVerified) return this.target.sha256;
     for (; this.hashedUpTo < this.scheduler.pieceCount; this.hashedUpTo++) {
       const held = this.buffered.get(this.hashedUpTo);
       if (held !== undefined) {
@@ -454,6 +465,16 @@ class SwarmRun {
       () => this.fail(err),
     );
   }
+}
+
+/** A copy of `items` in random order (Fisher–Yates). */
+function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 async function fetchPieceList(fetcher: Fetcher, peer: AnnouncedPeer, keyHex: string): Promise<Uint8Array | undefined> {

@@ -242,3 +242,67 @@ for (const mode of ["the fetcher", "the range client"] as const) {
     });
   });
 }
+
+// A file of one piece is checked whole as it lands, against the SHA-256 from the signed index, and is
+// not hashed a second time at the end: a bad copy must still be refused and refetched elsewhere.
+describe("swarmDownload() of a file of one piece", () => {
+  const SMALL = 60_000;
+  const small = noise(SMALL, 21);
+  const smallSha = new Bun.CryptoHasher("sha256").update(small).digest("hex");
+  const smallTarget = () => ({ name: "small.deb", size: SMALL, sha256: smallSha });
+
+  async function smallPeer(content: Uint8Array): Promise<AnnouncedPeer> {
+    const root = join(work, `small-peer-${counter++}`);
+    await mkdir(join(root, "~"), { recursive: true });
+    await writeFile(join(root, "~", smallSha), content);
+    const m = await startMirror(root);
+    servers.push(m);
+    return { address: "127.0.0.1", port: Number(new URL(m.url).port) };
+  }
+  const corrupted = () => {
+    const bad = small.slice();
+    bad[SMALL >> 1]! ^= 0xff;
+    return bad;
+  };
+
+  test("a corrupt copy is refused and the right bytes come from another peer", async () => {
+    const evil = await smallPeer(corrupted());
+    const good = await smallPeer(small);
+    const path = out();
+    const bad: string[] = [];
+    // random() near 1 keeps the given order (swarm.ts shuffles the peers): the corrupt peer is asked first.
+    const deps = { fetcher: fetchUrl, rangeClient: new RangeClient(), random: () => 0.999 };
+    const result = await swarmDownload(smallTarget(), { mirrors: [], peers: [evil, good] }, path, deps, { onBadPiece: (s) => bad.push(s) });
+    expect(new Bun.CryptoHasher("sha256").update(await Bun.file(path).bytes()).digest("hex")).toBe(smallSha);
+    expect(result.perPeer[`127.0.0.1:${good.port}`]).toBe(SMALL);
+    expect(bad.length).toBeGreaterThan(0);
+    expect(new Set(bad)).toEqual(new Set([`127.0.0.1:${evil.port}`]));
+  });
+
+  test("asked of every peer at once (no endgame delay), one good copy among bad ones gives the right file", async () => {
+    const peers = [await smallPeer(small), await smallPeer(corrupted()), await smallPeer(corrupted())];
+    const path = out();
+    // No endgame delay: the piece is asked of every peer at once, and the bad copies land around the good one.
+    const result = await swarmDownload(smallTarget(), { mirrors: [], peers }, path, { fetcher: fetchUrl, rangeClient: new RangeClient() }, { endgameDelayMs: 0 });
+    expect(new Bun.CryptoHasher("sha256").update(await Bun.file(path).bytes()).digest("hex")).toBe(smallSha);
+    expect(result.bytes.peer).toBe(SMALL);
+  });
+
+  test("downloads spread over the peers that hold the file, not always the first one listed", async () => {
+    const peers = [await smallPeer(small), await smallPeer(small)];
+    const served = new Map<string, number>();
+    for (let i = 0; i < 20; i++) {
+      const result = await swarmDownload(smallTarget(), { mirrors: [], peers }, out(), { fetcher: fetchUrl });
+      for (const [peer, n] of Object.entries(result.perPeer)) served.set(peer, (served.get(peer) ?? 0) + n);
+    }
+    // Each peer first in about half of the 20 (a peer left out by chance: 2 in a million).
+    expect(served.size).toBe(2);
+  });
+
+  test("when every copy is wrong it fails as a hash mismatch and leaves no file", async () => {
+    const path = out();
+    const err = await swarmDownload(smallTarget(), { mirrors: [], peers: [await smallPeer(corrupted())] }, path, { fetcher: fetchUrl }).catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(await Bun.file(path).exists()).toBe(false);
+  });
+});
