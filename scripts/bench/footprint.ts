@@ -38,7 +38,7 @@ import type { Endpoint } from "../../src/dht/id.ts";
 import { DhtNode } from "../../src/dht/node.ts";
 import { bindUdp, type DatagramSocket } from "../../src/dht/socket.ts";
 import { ContentCache } from "../../src/store/cache.ts";
-import { childEnv, REPO_ROOT } from "./lib/fixture.ts";
+import { childEnv, compileCli, REPO_ROOT } from "./lib/fixture.ts";
 import { printResult, type ResultRow } from "./lib/report.ts";
 import { seededRandom } from "./lib/sizes.ts";
 import { cleanUpOnExit } from "./lib/exit.ts";
@@ -387,10 +387,8 @@ async function oneRun(bin: string, run: number, network: Network): Promise<RunRe
 
 async function main(): Promise<void> {
   buildDir = await mkdtemp(join(tmpdir(), "apt-p2p-bench-footprint-bin-"));
-  const bin = join(buildDir, "apt-p2p");
   log("compiling src/cli.ts with bun build --compile");
-  const build = Bun.spawn([process.execPath, "build", "--compile", "src/cli.ts", "--outfile", bin], { cwd: REPO_ROOT, stdout: "ignore", stderr: "pipe" });
-  if ((await build.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(build.stderr).text()}`);
+  const bin = await compileCli(join(buildDir, "apt-p2p"));
   const traffic: Traffic = { bytes: new Map() };
   let daemonPort = -1;
   const t0 = performance.now();

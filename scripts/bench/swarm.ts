@@ -20,11 +20,14 @@
  *    shaped (the table says which was used). MB = 10^6 bytes, as in --upload-limit.
  *  - Case 1 (large file): each seeder at --seeder-rate, the mirror at --mirror-rate. The ideal time is
  *    T_min = size / (seeders × seeder-rate + mirror-rate), every source busy all the time. apt-p2p is
- *    timed as a whole process (`bun src/cli.ts get huge --json ...` with a fresh cache, destination and
- *    DHT state: index fetch, DHT join and lookup, piece lists, download and verification), and compared
- *    with T_min (goal T_min / T ≥ 0.90) and with aria2c given all the URLs at once (each peer's
- *    /~/<sha256> and the mirror's pool URL; one connection per URL, 1 MiB minimum split), whose output
- *    is checked against the SHA-256 (goal: apt-p2p faster).
+ *    src/cli.ts compiled with `bun build --compile` (what the Debian package ships), run as
+ *    `apt-p2p get huge --json ...` with a fresh cache, destination and DHT state. Two times are taken:
+ *    the download time, which `get --json` reports for the file (from the start of its download, DHT
+ *    lookup and piece lists included, to the verified file in the destination), compared with T_min
+ *    (goal T_min / T ≥ 0.90); and the whole process (start, index fetch and gpgv, DHT join, download,
+ *    exit), compared with aria2c given all the URLs at once (each peer's /~/<sha256> and the mirror's
+ *    pool URL; one connection per URL, 1 MiB minimum split), whose output is checked against the
+ *    SHA-256 (goal: apt-p2p faster). aria2c fetches no index and looks nothing up.
  *  - Case 2 (small files): the seeders stay shaped, the mirror is unlimited. `get` of all small
  *    packages with --jobs 8 through the swarm is timed against the same with --no-dht (mirror only):
  *    this measures what the DHT lookups cost per file.
@@ -39,7 +42,7 @@ import { parseArgs } from "node:util";
 import { parseRate } from "../../src/transfer/throttle.ts";
 import { sha256File, type PackageSpec } from "../../test/helpers/repo.ts";
 import {
-  cachedDebs, childEnv, CLI, linkOrCopy, startDaemon, startRepository, stopRepository, timed, unusedPort, waitForAnnounces,
+  cachedDebs, childEnv, compileCli, linkOrCopy, startDaemon, startRepository, stopRepository, timed, unusedPort, waitForAnnounces,
   type BenchPackage, type Daemon, type Repository,
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
@@ -168,6 +171,8 @@ async function startSwarm(dir: string, packages: BenchPackage[], smallHolders: n
 
 // ---- measurements ----
 let runCounter = 0;
+/** The compiled apt-p2p that `get` runs as (main() builds it). */
+let getBinary = "";
 async function aptGet(names: string[], boot: Daemon, extra: string[], timeoutMs: number) {
   const dir = join(work!, `get-${runCounter++}`);
   const dest = join(dir, "dest");
@@ -176,7 +181,7 @@ async function aptGet(names: string[], boot: Daemon, extra: string[], timeoutMs:
     "--bootstrap", `127.0.0.1:${boot.port}`, "--state-dir", join(dir, "state"), ...extra, ...names,
   ];
   // No daemon must answer at get's default address: point it at a port nothing listens on.
-  const run = await timed([process.execPath, CLI, ...args], { timeoutMs, env: childEnv({ APT_P2P_PORT: String(unusedPort()) }) });
+  const run = await timed([getBinary, ...args], { timeoutMs, env: childEnv({ APT_P2P_PORT: String(unusedPort()) }) });
   if (run.code !== 0 || run.timedOut) throw new Error(`apt-p2p get failed (code ${run.code}${run.timedOut ? ", timed out" : ""}):\n${run.stderr.slice(-2000)}`);
   if (run.stderr.trim() !== "") log(`get said on stderr: ${run.stderr.trim().slice(0, 500)}`);
   const lines = run.stdout.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as GetLine);
@@ -239,6 +244,8 @@ async function main(): Promise<void> {
   const hugeDeb = await cachedDebs(`huge-${sizeMb}MB`, [hugeSpec], log);
   const smallDebs = smallCount > 0 ? await cachedDebs(`small-${smallCount}-seed${SMALL_SEED}`, small, log) : [];
   work = await mkdtemp(join(tmpdir(), "apt-p2p-bench-swarm-"));
+  log("compiling src/cli.ts with bun build --compile");
+  getBinary = await compileCli(join(work, "apt-p2p"));
   repo = await startRepository(work, [
     { spec: hugeSpec, path: hugeDeb[0]! },
     ...small.map((spec, i) => ({ spec, path: smallDebs[i]! })),
@@ -285,12 +292,14 @@ async function main(): Promise<void> {
   const timeoutMs = Math.max(60_000, tMin * 20_000);
   const urls = [...seeders.map((s) => `${s.url}/~/${huge!.sha256}`), `${repo.mirror.url}/${huge!.poolPath}`];
   const aptTimes: number[] = [];
+  const fileTimes: number[] = [];
   const ariaTimes: number[] = [];
   for (let r = 0; r < runs; r++) {
     const got = await aptGet(["huge"], boot, [], timeoutMs);
     const line = got.lines[0]!;
     if (line.sha256 !== huge!.sha256) throw new Error(`get reported SHA-256 ${line.sha256} for huge`);
     aptTimes.push(got.seconds);
+    fileTimes.push(line.seconds);
     log(`case 1 run ${r + 1}: apt-p2p ${fmt(got.seconds)} s (file ${fmt(line.seconds)} s): ${describeSplit(line, seederPorts)}`);
     const a = await aria2(urls, huge!.sha256, timeoutMs);
     ariaTimes.push(a);
@@ -301,11 +310,12 @@ async function main(): Promise<void> {
     log(`bytes sent through the tc classes: ${[...sent].map(([port, bytes]) => `${seederPorts.has(port) ? `s${seederPorts.get(port)}` : "mirror"} ${(bytes / MB).toFixed(0)} MB`).join(", ")}`);
   }
   const aptMedian = median(aptTimes);
+  const fileMedian = median(fileTimes);
   const ariaMedian = median(ariaTimes);
-  log(`case 1 reference: T_min ${fmt(tMin)} s; aria2c reaches T_min/T = ${(tMin / ariaMedian).toFixed(2)}`);
+  log(`case 1 reference: T_min ${fmt(tMin)} s; aria2c reaches T_min/T = ${(tMin / ariaMedian).toFixed(2)}; apt-p2p's whole process ${(tMin / aptMedian).toFixed(2)}`);
   const sizeLabel = `${(huge!.size / MB).toFixed(0)} MB`;
-  rows.push({ name: `1. ${sizeLabel} file`, apt: aptMedian, anchorName: "T_min", anchor: tMin, ratioName: "T_min/T", ratio: tMin / aptMedian, goal: ">= 0.90", met: tMin / aptMedian >= 0.9 });
-  rows.push({ name: `1. ${sizeLabel} file`, apt: aptMedian, anchorName: "aria2c", anchor: ariaMedian, ratioName: "apt/aria2c", ratio: aptMedian / ariaMedian, goal: "< 1.00", met: aptMedian < ariaMedian });
+  rows.push({ name: `1. ${sizeLabel} file, download`, apt: fileMedian, anchorName: "T_min", anchor: tMin, ratioName: "T_min/T", ratio: tMin / fileMedian, goal: ">= 0.90", met: tMin / fileMedian >= 0.9 });
+  rows.push({ name: `1. ${sizeLabel} file, whole process`, apt: aptMedian, anchorName: "aria2c", anchor: ariaMedian, ratioName: "apt/aria2c", ratio: aptMedian / ariaMedian, goal: "< 1.00", met: aptMedian < ariaMedian });
 
   // Case 2: small files, the mirror unlimited.
   if (smallPackages.length > 0) {
