@@ -24,6 +24,8 @@ export const SEED_MAX_WAIT_MS = 60_000;
 export class SeedQueue {
   private readonly pending = new Set<string>();
   private oldestAt: number | undefined;
+  /** When a file last arrived: files landing one after another are an install still running. */
+  private lastAddAt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private flushing: Promise<void> = Promise.resolve();
   private closed = false;
@@ -33,7 +35,8 @@ export class SeedQueue {
   add(sha256: string): void {
     if (this.closed) return;
     this.pending.add(sha256);
-    this.oldestAt ??= this.now();
+    this.lastAddAt = this.now();
+    this.oldestAt ??= this.lastAddAt;
     this.schedule();
   }
 
@@ -58,8 +61,12 @@ export class SeedQueue {
     if (this.timer !== undefined || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      const waited = this.now() - (this.oldestAt ?? this.now());
-      if (this.options.busy() && waited < (this.options.maxWaitMs ?? SEED_MAX_WAIT_MS)) return this.schedule();
+      const now = this.now();
+      const waited = now - (this.oldestAt ?? now);
+      // Quiet means no download running now and no file landed for a while: between two files of an
+      // install nothing may be running for a moment, and announcing then competes with the next ones.
+      const quiet = !this.options.busy() && now - this.lastAddAt >= (this.options.quietMs ?? SEED_QUIET_MS);
+      if (!quiet && waited < (this.options.maxWaitMs ?? SEED_MAX_WAIT_MS)) return this.schedule();
       void this.flush();
     }, this.options.quietMs ?? SEED_QUIET_MS);
     this.timer.unref?.();

@@ -22,6 +22,19 @@ test("files wait while downloads run and are announced, in order, once the proxy
   expect(q.size).toBe(0);
 });
 
+test("files landing one after another, with nothing running between them, are not a quiet proxy", async () => {
+  const busy = { value: false };
+  const { q, seeded } = queue(busy, { quietMs: 40 });
+  // An install: a file lands every 15 ms and no download is running at the moments between them.
+  for (let i = 0; i < 8; i++) {
+    q.add(`f${i}`);
+    await Bun.sleep(15);
+  }
+  expect(seeded).toEqual([]);
+  await Bun.sleep(150);
+  expect(seeded).toEqual(["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"]);
+});
+
 test("a proxy that never goes quiet still announces after the longest wait", async () => {
   const { q, seeded } = queue({ value: true }, { maxWaitMs: 60 });
   q.add("a");
