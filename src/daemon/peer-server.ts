@@ -11,9 +11,10 @@
  */
 import { stat } from "node:fs/promises";
 import { contentRange, parseRange } from "../http/range.ts";
-import { withFileBody, type FileBody, type FileBodyOutcome, type RequestInfo } from "../http/server.ts";
+import { directResponse, fileRangeBody, memoryBody } from "../http/direct-body.ts";
+import type { RequestInfo } from "../http/server.ts";
 import type { ServedFile, ServedFiles } from "../store/served.ts";
-import { THROTTLE_CHUNK_BYTES, throttleStream, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
+import { THROTTLE_CHUNK_BYTES, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
 
 export const PEER_PREFIX = "/~/";
 
@@ -125,53 +126,37 @@ async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerSer
     return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
   }
   let settled = false;
-  const settle = (outcome: FileBodyOutcome) => {
-    if (settled) return;
-    settled = true;
-    release();
-    unpin();
-    // The file shrank after it was checked: it no longer is what we hashed.
-    if (outcome === "short") deps.served.invalidate(sha256);
-  };
-  const sleep = deps.sleep ?? defaultSleep;
-  const { bucket, stats } = deps;
-  const fileBody: FileBody = {
+  const body = fileRangeBody({
     path: file.path,
     start,
     length,
+    ...pacing(deps),
+    settle: (outcome) => {
+      if (settled) return;
+      settled = true;
+      release();
+      unpin();
+      // The file shrank after it was checked: it no longer is what we hashed.
+      if (outcome === "short") deps.served.invalidate(sha256);
+    },
+  });
+  return directResponse(body, { status, headers });
+}
+
+/** Chunks and waits by the upload bucket (none: whole 512 KiB chunks at once), and bytes counted as sent. */
+function pacing(deps: PeerServerDeps): { chunkBytes: number; pace: (bytes: number) => Promise<void> | undefined; onRead: (bytes: number) => void } {
+  const { bucket, stats } = deps;
+  const sleep = deps.sleep ?? defaultSleep;
+  return {
     chunkBytes: bucket === null ? Number.POSITIVE_INFINITY : THROTTLE_CHUNK_BYTES,
     pace: (bytes) => {
       const waitMs = bucket === null ? 0 : bucket.take(bytes);
       return waitMs > 0 ? sleep(waitMs) : undefined;
     },
-    sent: (bytes) => {
+    onRead: (bytes) => {
       stats.bytesSent += bytes;
     },
-    settle,
   };
-  // The server sends the file itself (src/http/server.ts sendFile); the stream is for any other reader
-  // and opens the file only when first read.
-  const body = lazyStream(() => tracked(throttleStream(Bun.file(file.path).slice(start, end + 1).stream(), bucket, sleep), length, stats, settle));
-  return withFileBody(new Response(body, { status, headers }), fileBody);
-}
-
-/** A stream that makes its source on the first read (and never, when nobody reads it). */
-function lazyStream(make: () => ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  let reader: { read(): Promise<{ done: boolean; value?: Uint8Array }>; cancel(reason?: unknown): Promise<void> } | undefined;
-  const open = () => (reader ??= make().getReader());
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const next = await open().read();
-        if (next.done || next.value === undefined) controller.close();
-        else controller.enqueue(next.value);
-      },
-      async cancel(reason) {
-        await open().cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
 }
 
 function servePieceList(request: Request, deps: PeerServerDeps, keyHex: string): Response {
@@ -186,14 +171,7 @@ function servePieceList(request: Request, deps: PeerServerDeps, keyHex: string):
   if (request.method === "HEAD") return new Response(null, { status: 200, headers });
   // Piece lists are small (20 bytes a piece) and held in memory: they take no upload slot, but their
   // bytes count against the global rate like any other upload.
-  const source = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(item);
-      controller.close();
-    },
-  });
-  const body = tracked(throttleStream(source, deps.bucket, deps.sleep ?? defaultSleep), item.length, deps.stats, () => {});
-  return new Response(body, { status: 200, headers });
+  return directResponse(memoryBody(item, { ...pacing(deps), settle: () => {} }), { status: 200, headers });
 }
 
 /** The file is still the one we hashed: same size and modification time (to the millisecond). */
@@ -208,57 +186,6 @@ async function unchangedOnDisk(file: ServedFile): Promise<boolean> {
   }
 }
 
-
-/**
- * Counts the bytes of `body` into stats.bytesSent and calls `settle` exactly once when it ends: read to
- * the end, failed, cancelled by the consumer (the client went away), or ended before `expected` bytes
- * (turned into an error, so the connection is cut rather than left waiting for missing bytes).
- */
-function tracked(
-  body: ReadableStream<Uint8Array>,
-  expected: number,
-  stats: PeerServerStats,
-  settle: (outcome: FileBodyOutcome) => void,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  let sent = 0;
-  let settled = false;
-  const finish = (outcome: FileBodyOutcome) => {
-    if (settled) return;
-    settled = true;
-    settle(outcome);
-  };
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        let next: Awaited<ReturnType<typeof reader.read>>;
-        try {
-          next = await reader.read();
-        } catch (err) {
-          finish("error");
-          throw err;
-        }
-        if (next.done) {
-          if (sent < expected) {
-            finish("short");
-            throw new Error(`File ended after ${sent} of ${expected} bytes: it changed on disk`);
-          }
-          finish("complete");
-          controller.close();
-          return;
-        }
-        sent += next.value.length;
-        stats.bytesSent += next.value.length;
-        controller.enqueue(next.value);
-      },
-      async cancel(reason) {
-        finish("cancelled");
-        await reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
 
 function notFound(deps: PeerServerDeps): Response {
   deps.stats.notFound += 1;

@@ -3,11 +3,11 @@
  * keep-alive and pipelined requests in order (Bun.serve with an async handler drops pipelined requests,
  * and APT pipelines). Handlers stay plain functions, testable without a socket.
  */
-import { open } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
 import { BufferPool } from "../transfer/buffer-pool.ts";
+import { directBodyOf, type BodyOutcome, type DirectBody } from "./direct-body.ts";
 
 export interface RequestInfo {
   remoteAddress: string;
@@ -21,40 +21,11 @@ export interface RequestInfo {
 
 export type Handler = (request: Request, info: RequestInfo) => Response | Promise<Response>;
 
-/** How a file body ended: read to the end, the file shorter than promised, a read error, or the client gone. */
-export type FileBodyOutcome = "complete" | "short" | "error" | "cancelled";
-
-/**
- * A byte range of a file that the server may send itself, read with pread into reused buffers, instead of
- * pulling the Response's body stream: through Bun's file streams and a stream wrapper or two, a 512 KiB
- * piece cost the peer server about four times the CPU. The Response keeps an equivalent stream body for
- * any other reader (tests, a proxy); whichever path sends the bytes calls `settle` once.
- */
-export interface FileBody {
-  path: string;
-  start: number;
-  length: number;
-  /** Bytes handed on at once at most (smaller when an upload rate paces them). */
-  chunkBytes: number;
-  /** Resolves when `bytes` may be sent (the upload bucket); undefined when they may go now. */
-  pace(bytes: number): Promise<void> | undefined;
-  /** `bytes` were handed to the socket. */
-  sent(bytes: number): void;
-  settle(outcome: FileBodyOutcome): void;
-}
-
-/** Largest chunk of a file body, and the size of the reused buffers. */
-export const FILE_CHUNK_BYTES = 512 * 1024;
+/** Largest chunk of a direct body, and the size of the reused buffers. */
+export const DIRECT_CHUNK_BYTES = 512 * 1024;
 /** Buffers kept for reuse: bounds what an idle daemon keeps after a burst of uploads (8 MiB). */
-const FILE_BUFFERS_KEPT = 16;
-const fileBuffers = new BufferPool(FILE_CHUNK_BYTES, FILE_BUFFERS_KEPT);
-const fileBodies = new WeakMap<Response, FileBody>();
-
-/** Marks `response` (whose body streams the same bytes) as sendable straight from the file. */
-export function withFileBody(response: Response, body: FileBody): Response {
-  fileBodies.set(response, body);
-  return response;
-}
+const DIRECT_BUFFERS_KEPT = 16;
+const directBuffers = new BufferPool(DIRECT_CHUNK_BYTES, DIRECT_BUFFERS_KEPT);
 
 export interface HttpServer {
   readonly port: number;
@@ -127,8 +98,8 @@ async function serveOne(handler: Handler, req: IncomingMessage, res: ServerRespo
     res.end();
     return;
   }
-  const file = fileBodies.get(response);
-  if (file !== undefined) return sendFile(res, file);
+  const direct = directBodyOf(response);
+  if (direct !== undefined) return sendDirect(res, direct);
   try {
     for await (const chunk of response.body) {
       if (res.destroyed) break;
@@ -145,44 +116,32 @@ async function serveOne(handler: Handler, req: IncomingMessage, res: ServerRespo
 }
 
 /**
- * Sends a file range in chunks read into pooled buffers; a buffer goes back to the pool when the socket
- * layer says its write is done. A file shorter than promised, or a read error, cuts the connection (the
- * client must not take a short body for a whole one); a client gone midway ends it as "cancelled".
+ * Sends a direct body (src/http/direct-body.ts) in chunks read into pooled buffers; a buffer goes back
+ * to the pool when the socket layer is done with it. A failed read cuts the connection (the client must
+ * not take a short body for a whole one); a client gone midway ends the body as "cancelled".
  */
-async function sendFile(res: ServerResponse, body: FileBody): Promise<void> {
-  let outcome: FileBodyOutcome = "error";
-  let handle: Awaited<ReturnType<typeof open>> | undefined;
+async function sendDirect(res: ServerResponse, body: DirectBody): Promise<void> {
+  let outcome: BodyOutcome = "error";
+  const gone = () => res.destroyed || res.socket?.destroyed === true;
   try {
-    handle = await open(body.path, "r");
     let at = 0;
     while (at < body.length) {
-      if (res.destroyed || res.socket?.destroyed) {
-        outcome = "cancelled";
-        return;
-      }
-      const n = Math.min(body.chunkBytes, FILE_CHUNK_BYTES, body.length - at);
-      await body.pace(n);
-      if (res.destroyed || res.socket?.destroyed) {
-        outcome = "cancelled";
-        return;
-      }
-      const buffer = fileBuffers.take();
-      let read: number;
+      if (gone()) return void (outcome = "cancelled");
+      const want = Math.min(body.chunkBytes, DIRECT_CHUNK_BYTES, body.length - at);
+      await body.pace?.(want);
+      if (gone()) return void (outcome = "cancelled");
+      const buffer = directBuffers.take();
+      let n: number;
       try {
-        ({ bytesRead: read } = await handle.read(buffer, 0, n, body.start + at));
+        n = await body.read(buffer.subarray(0, want));
+        if (!(n > 0 && n <= want)) throw new Error(`a body read gave ${n} bytes of ${want}`);
       } catch (err) {
-        fileBuffers.give(buffer);
+        directBuffers.give(buffer);
         throw err;
       }
-      if (read < n) {
-        fileBuffers.give(buffer);
-        outcome = "short";
-        throw new Error(`${body.path} ended after ${at + read} of ${body.length} bytes: it changed on disk`);
-      }
       at += n;
-      const release = () => fileBuffers.give(buffer);
       const chunk = buffer.subarray(0, n);
-      body.sent(n);
+      const release = () => directBuffers.give(buffer);
       if (at === body.length) {
         res.end(chunk, release);
         outcome = "complete";
@@ -195,10 +154,9 @@ async function sendFile(res: ServerResponse, body: FileBody): Promise<void> {
   } catch (err) {
     res.destroy(err instanceof Error ? err : new Error(String(err)));
   } finally {
-    // Settled before the close, which yields: the next pipelined request may be handled meanwhile, and
-    // must find this one's upload slot free.
+    // Settled at once, not after anything that yields: the next pipelined request may be handled as
+    // soon as this one ends, and must find its upload slot free.
     body.settle(outcome);
-    await handle?.close().catch(() => undefined);
   }
 }
 

@@ -10,6 +10,7 @@
  */
 import { open, type FileHandle } from "node:fs/promises";
 import type { NodeId } from "../dht/id.ts";
+import { bodyStream, type DirectBody } from "../http/direct-body.ts";
 import type { Fetcher } from "../http/fetch.ts";
 import type { CachedFile, ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
@@ -19,8 +20,6 @@ import { HttpSource } from "../transfer/source.ts";
 import { swarmDownload } from "../transfer/swarm.ts";
 import type { RangeClient } from "../transfer/range-client.ts";
 
-/** Bytes read from disk per chunk sent to a client. */
-const READ_CHUNK_BYTES = 256 * 1024;
 /** A DHT lookup slower than this is not waited for: the mirror starts alone (APT is waiting). */
 export const PEER_LOOKUP_TIMEOUT_MS = 3_000;
 
@@ -191,6 +190,11 @@ export class LiveDownload {
    * the client's connection — if the download fails or starts over after bytes were sent.
    */
   body(start: number, end: number, onSent?: (bytes: number) => void): ReadableStream<Uint8Array> {
+    return bodyStream(this.direct(start, end, onSent));
+  }
+
+  /** The same body, for the HTTP server to read into its own buffers (src/http/direct-body.ts). */
+  direct(start: number, end: number, onSent?: (bytes: number) => void): DirectBody {
     let pos = start;
     // Pinned while this client reads, also after the download is done: eviction never pulls a file
     // out from under a transfer.
@@ -205,53 +209,46 @@ export class LiveDownload {
       unpin?.();
       unpin = undefined;
     };
-    return new ReadableStream<Uint8Array>(
-      {
-        pull: async (controller) => {
-          try {
-            if (pos > end) {
-              await closeHandle();
-              controller.close();
-              return;
+    return {
+      length: end - start + 1,
+      chunkBytes: Number.POSITIVE_INFINITY,
+      read: async (into) => {
+        try {
+          // Until a handle is open on the bytes readable now (the file may be renamed into the cache
+          // between the wait and the open: then the next round opens it there).
+          for (;;) {
+            await this.ready(pos);
+            if (sentGeneration !== undefined && sentGeneration !== this.generation) {
+              throw new Error(`${this.target.name}: the download started over after bytes were sent; cutting the transfer`);
             }
-            // Until a handle is open on the bytes readable now (the file may be renamed into the cache
-            // between the wait and the open: then the next round opens it there).
-            for (;;) {
-              await this.ready(pos);
-              if (sentGeneration !== undefined && sentGeneration !== this.generation) {
-                throw new Error(`${this.target.name}: the download started over after bytes were sent; cutting the transfer`);
+            if (this.file !== undefined) {
+              if (!handleIsFinal) {
+                await closeHandle();
+                handle = await open(this.file.path, "r");
+                handleIsFinal = true;
               }
-              if (this.file !== undefined) {
-                if (!handleIsFinal) {
-                  await closeHandle();
-                  handle = await open(this.file.path, "r");
-                  handleIsFinal = true;
-                }
-                break;
-              }
-              if (handle !== undefined && handleGeneration === this.generation) break;
-              await closeHandle();
-              handle = await this.openPartial();
-              handleGeneration = this.generation;
-              if (handle !== undefined) break;
+              break;
             }
-            const upTo = Math.min(end + 1, this.limit());
-            const buffer = new Uint8Array(Math.min(READ_CHUNK_BYTES, upTo - pos));
-            const { bytesRead } = await handle!.read(buffer, 0, buffer.length, pos);
-            if (bytesRead === 0) throw new Error(`${this.target.name}: no bytes at ${pos} of the download`);
-            sentGeneration ??= this.generation;
-            pos += bytesRead;
-            onSent?.(bytesRead);
-            controller.enqueue(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
-          } catch (err) {
+            if (handle !== undefined && handleGeneration === this.generation) break;
             await closeHandle();
-            throw err;
+            handle = await this.openPartial();
+            handleGeneration = this.generation;
+            if (handle !== undefined) break;
           }
-        },
-        cancel: closeHandle,
+          const upTo = Math.min(end + 1, this.limit());
+          const { bytesRead } = await handle!.read(into, 0, Math.min(into.length, upTo - pos), pos);
+          if (bytesRead === 0) throw new Error(`${this.target.name}: no bytes at ${pos} of the download`);
+          sentGeneration ??= this.generation;
+          pos += bytesRead;
+          onSent?.(bytesRead);
+          return bytesRead;
+        } catch (err) {
+          await closeHandle();
+          throw err;
+        }
       },
-      { highWaterMark: 0 },
-    );
+      settle: () => void closeHandle(),
+    };
   }
 
   private async openPartial(): Promise<FileHandle | undefined> {

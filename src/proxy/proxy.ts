@@ -13,6 +13,7 @@
  */
 import { open, rm, stat, type FileHandle } from "node:fs/promises";
 import { AptP2pError, ErrorCode, HashMismatchError } from "../errors.ts";
+import { directResponse, fileRangeBody } from "../http/direct-body.ts";
 import type { Fetcher } from "../http/fetch.ts";
 import { contentRange, parseRange } from "../http/range.ts";
 import type { RequestInfo } from "../http/server.ts";
@@ -222,10 +223,10 @@ async function knownFile(request: Request, target: UpstreamTarget, name: string,
     return downloadFailed(target, err, deps);
   }
   if (live.file !== undefined) headers["Last-Modified"] = new Date((await stat(live.file.path)).mtimeMs).toUTCString();
-  const body = live.body(start, end, (bytes) => {
+  const body = live.direct(start, end, (bytes) => {
     deps.stats.bytesSent += bytes;
   });
-  return new Response(body, { status, headers });
+  return directResponse(body, { status, headers });
 }
 
 function downloadFailed(target: UpstreamTarget, err: unknown, deps: ProxyDeps): Response {
@@ -341,8 +342,9 @@ function rangedFile(request: Request, path: string, size: number, headers: Recor
   const end = range.kind === "range" ? range.end : size - 1;
   const out: Record<string, string> = { ...headers, "Content-Length": String(end - start + 1) };
   if (range.kind === "range") out["Content-Range"] = contentRange(range, size);
-  const body = request.method === "HEAD" || end < start ? null : Bun.file(path).slice(start, end + 1).stream();
-  return new Response(body, { status: range.kind === "range" ? 206 : 200, headers: out });
+  const init = { status: range.kind === "range" ? 206 : 200, headers: out };
+  if (request.method === "HEAD" || end < start) return new Response(null, init);
+  return directResponse(fileRangeBody({ path, start, length: end - start + 1, chunkBytes: Number.POSITIVE_INFINITY, settle: () => {} }), init);
 }
 
 function forwardedHeaders(request: Request, names: string[]): Record<string, string> {

@@ -275,7 +275,9 @@ describe("handlePeer() upload slots", () => {
   });
 
   test("the slot is released when the client cancels the body midway", async () => {
-    const response = await handlePeer(get(`/~/${large.file.sha256}`), A, deps);
+    // More than one chunk of the body's stream (256 KiB), so that after the first read it is midway.
+    const big = await addFile("big.deb", patterned(1024 * 1024, 8));
+    const response = await handlePeer(get(`/~/${big.file.sha256}`), A, deps);
     const reader = response.body!.getReader();
     const first = await reader.read();
     expect(first.done).toBe(false);
