@@ -6,6 +6,10 @@
  *   finishing sooner, are given more pieces.
  * - Among the pieces a source has, the rarest (held by the fewest usable peers) go first; ties go in file
  *   order from a random starting point, so that downloaders do not all start with the same piece.
+ * - In sequential mode (a file read as it grows) a mirror, while peers take part, works from the end of
+ *   the file backwards: the in-order prefix that readers and the whole-file hash wait on then grows at
+ *   the peers' pace, not held up by the piece a slower mirror is still sending, and the two meet at the
+ *   end. Without peers the mirror goes in order.
  * - Endgame: when a source has nothing new to fetch, it duplicates a piece still in flight elsewhere
  *   (at most MAX_COPIES at once); the first copy to land wins and the others are cancelled.
  * - A source that delivers bad pieces is banned after BAN_AFTER_FAULTS; its pieces go back to the pool.
@@ -46,6 +50,7 @@ export class PieceScheduler {
   private readonly endgameDelayMs: number;
   private readonly availability: number[];
   private readonly start: number;
+  private readonly sequential: boolean;
   private remainingCount: number;
   private readonly bannedIds = new Set<string>();
 
@@ -65,7 +70,8 @@ export class PieceScheduler {
     this.done = new Array<boolean>(pieceCount).fill(false);
     this.availability = new Array<number>(pieceCount).fill(0);
     this.remainingCount = pieceCount;
-    this.start = options.sequential ? 0 : Math.floor(options.random() * pieceCount);
+    this.sequential = options.sequential === true;
+    this.start = this.sequential ? 0 : Math.floor(options.random() * pieceCount);
   }
 
   get complete(): boolean {
@@ -186,8 +192,9 @@ export class PieceScheduler {
   private pick(source: SourceState, now: number): number | undefined {
     let best: number | undefined;
     let bestRarity = Number.POSITIVE_INFINITY;
+    const backwards = this.sequential && source.kind === "mirror" && this.hasPeers();
     for (let k = 0; k < this.pieceCount; k++) {
-      const piece = (this.start + k) % this.pieceCount;
+      const piece = backwards ? this.pieceCount - 1 - k : (this.start + k) % this.pieceCount;
       if (this.done[piece] || !has(source, piece) || (this.holders.get(piece)?.size ?? 0) > 0) continue;
       const rarity = this.availability[piece]!;
       if (rarity < bestRarity) {
@@ -209,6 +216,11 @@ export class PieceScheduler {
       }
     }
     return endgame;
+  }
+
+  private hasPeers(): boolean {
+    for (const source of this.sources.values()) if (source.kind === "peer") return true;
+    return false;
   }
 
   private assign(source: SourceState, piece: number, now: number): void {

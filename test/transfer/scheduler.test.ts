@@ -35,7 +35,20 @@ describe("PieceScheduler", () => {
     const s = sequential(4);
     s.addSource({ id: "peer", kind: "peer", pieces: new Set([0, 1]), maxInFlight: 0 });
     s.addSource({ id: "mirror", kind: "mirror", pieces: "all", maxInFlight: 2 });
-    expect(s.next().map((r) => r.piece)).toEqual([2, 3]);
+    expect(s.next().map((r) => r.piece).sort()).toEqual([2, 3]);
+  });
+
+  test("in sequential mode the mirror works from the end while peers take part, and in order without them", () => {
+    const s = sequential(10);
+    s.addSource({ id: "peer", kind: "peer", pieces: "all", maxInFlight: 2 });
+    s.addSource({ id: "mirror", kind: "mirror", pieces: "all", maxInFlight: 2 });
+    const first = s.next();
+    expect(first.filter((r) => r.source === "peer").map((r) => r.piece)).toEqual([0, 1]);
+    expect(first.filter((r) => r.source === "mirror").map((r) => r.piece)).toEqual([9, 8]);
+    s.removeSource("peer");
+    s.completed(9, "mirror");
+    // The peer's pieces went back to the pool: alone, the mirror now takes them first, in order.
+    expect(s.next()).toEqual([{ piece: 0, source: "mirror" }]);
   });
 
   test("a faster source, finishing sooner, is given more pieces", () => {
