@@ -8,7 +8,7 @@
  * Method.
  *  - apt-p2p: `apt-p2p` has no offline resolve command (`get` always downloads; `dht lookup` needs a
  *    daemon), so scripts/bench/lib/resolve-cli.ts, get's own resolveNames() without the download, is
- *    compiled with `bun build --compile` (as `bun run build` compiles src/cli.ts). Its sources file
+ *    compiled with `bun build --compile --bytecode` (as `bun run build` compiles src/cli.ts). Its sources file
  *    names a file: mirror in the temp dir whose dists/bookworm/ holds the fixture's InRelease and
  *    Packages.xz, signed-by the fixture's keyring. Cold: no cache dir (gpgv on InRelease, Packages.xz
  *    checked against it, decompressed, parsed and stored into a fresh SQLite file, then resolved).
@@ -122,9 +122,9 @@ async function main(): Promise<void> {
   const floorBin = join(work, "floor");
   await writeFile(join(work, "floor.ts"), 'console.log("started");\n');
   log("compiling scripts/bench/lib/resolve-cli.ts, src/cli.ts and a one-line script with bun build --compile");
-  await run([process.execPath, "build", "--compile", "scripts/bench/lib/resolve-cli.ts", "--outfile", resolveBin]);
-  await run([process.execPath, "build", "--compile", "src/cli.ts", "--outfile", cliBin]);
-  await run([process.execPath, "build", "--compile", join(work, "floor.ts"), "--outfile", floorBin]);
+  await run([process.execPath, "build", "--compile", "--bytecode", "scripts/bench/lib/resolve-cli.ts", "--outfile", resolveBin]);
+  await run([process.execPath, "build", "--compile", "--bytecode", "src/cli.ts", "--outfile", cliBin]);
+  await run([process.execPath, "build", "--compile", "--bytecode", join(work, "floor.ts"), "--outfile", floorBin]);
 
   // APT: an isolated configuration holding the same index.
   const apt = join(work, "apt");

@@ -32,5 +32,5 @@ export function reportError(err: unknown, io: CliIO): number {
 }
 
 if (import.meta.main) {
-  process.exit(await runCli(process.argv.slice(2)));
+  void runCli(process.argv.slice(2)).then((code) => process.exit(code));
 }

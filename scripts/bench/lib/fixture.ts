@@ -13,12 +13,12 @@ import { startMirror, type TestMirror } from "../../../test/helpers/mirror.ts";
 export const REPO_ROOT = join(import.meta.dir, "../../..");
 export const CLI = join(REPO_ROOT, "src/cli.ts");
 /**
- * src/cli.ts compiled with `bun build --compile` into `outfile`: what the Debian package ships, and
+ * src/cli.ts compiled with `bun build --compile --bytecode` into `outfile` (as `bun run build` does): what the Debian package ships, and
  * what a benchmark should time when it times a start of apt-p2p (about half the start of `bun src/cli.ts`,
  * which transpiles every module first).
  */
 export async function compileCli(outfile: string): Promise<string> {
-  const build = Bun.spawn([process.execPath, "build", "--compile", "src/cli.ts", "--outfile", outfile], { cwd: REPO_ROOT, stdout: "ignore", stderr: "pipe" });
+  const build = Bun.spawn([process.execPath, "build", "--compile", "--bytecode", "src/cli.ts", "--outfile", outfile], { cwd: REPO_ROOT, stdout: "ignore", stderr: "pipe" });
   if ((await build.exited) !== 0) throw new Error(`bun build --compile failed: ${await new Response(build.stderr).text()}`);
   return outfile;
 }

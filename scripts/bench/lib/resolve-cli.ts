@@ -17,10 +17,13 @@ if (sourcesFile === undefined || cacheDir === undefined || aptDir === undefined 
   process.stderr.write("usage: resolve-cli <sources file> <cache dir> <apt dir> <name...>\n");
   process.exit(2);
 }
-try {
-  const rows = await resolveNames(names, { sourcesFile, cacheDir, aptDir, arches: ["amd64"], refresh: false }, processIO());
-  for (const row of rows) process.stdout.write(`${row.package} ${row.version} ${row.sha256}\n`);
-} catch (err) {
-  process.stderr.write(`resolve failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-}
+// No top-level await: compiled with --bytecode, like src/cli.ts.
+resolveNames(names, { sourcesFile, cacheDir, aptDir, arches: ["amd64"], refresh: false }, processIO()).then(
+  (rows) => {
+    for (const row of rows) process.stdout.write(`${row.package} ${row.version} ${row.sha256}\n`);
+  },
+  (err: unknown) => {
+    process.stderr.write(`resolve failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);
