@@ -7,7 +7,13 @@
  * for any other reader (tests, a caller in the same process); whichever reads it, the body is read
  * once and settled once.
  */
-import { open, type FileHandle } from "node:fs/promises";
+import { close, open, read } from "node:fs";
+import { promisify } from "node:util";
+
+// Plain descriptors, not FileHandles: Bun raises an uncaught error when a FileHandle is collected
+// unclosed, and a body dropped unread by some in-process reader must not take the daemon down.
+const openFd = promisify(open);
+const readFd = promisify(read);
 
 /** How a body ended: sent whole, failed (a file shorter than promised: "short"), or the client went away. */
 export type BodyOutcome = "complete" | "short" | "error" | "cancelled";
@@ -53,18 +59,17 @@ export function fileRangeBody(options: {
   onRead?: (bytes: number) => void;
   settle: (outcome: BodyOutcome) => void;
 }): DirectBody {
-  let handle: Promise<FileHandle> | undefined;
+  let fd: Promise<number> | undefined;
   let at = options.start;
   let short = false;
-  let settled = false;
   return {
     length: options.length,
     chunkBytes: options.chunkBytes,
     pace: options.pace,
     async read(into) {
-      handle ??= open(options.path, "r");
+      fd ??= openFd(options.path, "r");
       const want = Math.min(into.length, options.start + options.length - at);
-      const { bytesRead } = await (await handle).read(into, 0, want, at);
+      const { bytesRead } = await readFd(await fd, into, 0, want, at);
       if (bytesRead < want) {
         short = true;
         throw new Error(`${options.path} ended after ${at - options.start + bytesRead} of ${options.length} bytes: it changed on disk`);
@@ -73,12 +78,10 @@ export function fileRangeBody(options: {
       options.onRead?.(bytesRead);
       return bytesRead;
     },
-    settle(outcome) {
-      if (settled) return;
-      settled = true;
+    settle: once((outcome) => {
       options.settle(short ? "short" : outcome);
-      handle?.then((h) => h.close()).catch(() => undefined);
-    },
+      fd?.then((n) => close(n, () => {})).catch(() => undefined);
+    }),
   };
 }
 
@@ -88,7 +91,6 @@ export function memoryBody(
   options: { chunkBytes: number; pace?: (bytes: number) => Promise<void> | undefined; onRead?: (bytes: number) => void; settle: (outcome: BodyOutcome) => void },
 ): DirectBody {
   let at = 0;
-  let settled = false;
   return {
     length: bytes.length,
     chunkBytes: options.chunkBytes,
@@ -100,23 +102,14 @@ export function memoryBody(
       options.onRead?.(n);
       return n;
     },
-    settle(outcome) {
-      if (settled) return;
-      settled = true;
-      options.settle(outcome);
-    },
+    settle: once(options.settle),
   };
 }
 
 /** A direct body as a stream: fresh buffers, paced and settled like the server does it. */
 export function bodyStream(body: DirectBody): ReadableStream<Uint8Array> {
   let sent = 0;
-  let settled = false;
-  const settle = (outcome: BodyOutcome) => {
-    if (settled) return;
-    settled = true;
-    body.settle(outcome);
-  };
+  const settle = once((outcome: BodyOutcome) => body.settle(outcome));
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -148,6 +141,16 @@ export function bodyStream(body: DirectBody): ReadableStream<Uint8Array> {
     },
     { highWaterMark: 0 },
   );
+}
+
+/** `settle` called at most once, whoever calls the result. */
+function once(settle: (outcome: BodyOutcome) => void): (outcome: BodyOutcome) => void {
+  let settled = false;
+  return (outcome) => {
+    if (settled) return;
+    settled = true;
+    settle(outcome);
+  };
 }
 
 /** A stream that makes its source on the first read (and never, when nobody reads it). */

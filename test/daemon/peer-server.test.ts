@@ -375,6 +375,24 @@ function exchange(socket: Socket, requests: { method: string; path: string; head
   });
 }
 
+/**
+ * An upload rate of one throttle chunk per second on a clock that moves only when the test opens a
+ * gate: each wait of the body parks until the test calls the next function in the returned list.
+ */
+function gatedBucket(): (() => void)[] {
+  const clock = { ms: 0 };
+  const gates: (() => void)[] = [];
+  deps.bucket = new TokenBucket({ bytesPerSecond: THROTTLE_CHUNK_BYTES, now: () => clock.ms });
+  deps.sleep = (ms) =>
+    new Promise<void>((resolve) =>
+      gates.push(() => {
+        clock.ms += ms;
+        resolve();
+      }),
+    );
+  return gates;
+}
+
 describe("peer server over a socket", () => {
   let server: HttpServer | undefined;
   let socket: Socket | undefined;
@@ -478,16 +496,7 @@ describe("peer server over a socket", () => {
 
   test("a file that shrinks while it is sent cuts the connection, frees the slot and is invalidated", async () => {
     const huge = await addFile("huge.deb", patterned(1024 * 1024, 4));
-    const clock = { ms: 0 };
-    const gates: (() => void)[] = [];
-    deps.bucket = new TokenBucket({ bytesPerSecond: THROTTLE_CHUNK_BYTES, now: () => clock.ms });
-    deps.sleep = (ms) =>
-      new Promise<void>((resolve) =>
-        gates.push(() => {
-          clock.ms += ms;
-          resolve();
-        }),
-      );
+    const gates = gatedBucket();
     const s = await start();
     let received = 0;
     s.on("data", (data: Buffer) => (received += data.length));
@@ -507,16 +516,7 @@ describe("peer server over a socket", () => {
   // never comes, and the body must still be cancelled so that the slot is freed.
   test("the slot is released when the client closes the connection midway", async () => {
     const huge = await addFile("huge.deb", patterned(4 * 1024 * 1024, 5));
-    const clock = { ms: 0 };
-    const gates: (() => void)[] = [];
-    deps.bucket = new TokenBucket({ bytesPerSecond: THROTTLE_CHUNK_BYTES, now: () => clock.ms });
-    deps.sleep = (ms) =>
-      new Promise<void>((resolve) =>
-        gates.push(() => {
-          clock.ms += ms;
-          resolve();
-        }),
-      );
+    const gates = gatedBucket();
     const s = await start();
     let received = 0;
     s.on("data", (data: Buffer) => (received += data.length));
