@@ -58,7 +58,7 @@ import {
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
 import { DEBIAN_LIKE_SIZES, median, seededRandom } from "./lib/sizes.ts";
-import { cleanUpOnExit } from "./lib/exit.ts";
+import { cleanUpOnExit, runBenchmark } from "./lib/exit.ts";
 
 const MB = 1_000_000;
 /** Seed of the PRNG choosing package sizes (one whose sample median is near Debian's 60 kB). */
@@ -476,16 +476,11 @@ function printTable(seconds: Map<number, number[]>, fromMirror: Map<number, numb
   for (const b of body) console.log(line(b));
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (err) {
-  exitCode = 1;
-  console.error(`APT benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  for (const d of daemons.keys()) if (d.log().includes("rror")) console.error(`--- log of the daemon on port ${d.port} (last 1500 chars) ---\n${d.log().slice(-1500)}`);
-  if (cacher !== undefined) console.error(`--- apt-cacher-ng (last 1500 chars) ---\n${(await cacher.log().catch(String)).slice(-1500)}`);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(exitCode);
+await runBenchmark("APT benchmark", main, {
+  watchdog,
+  cleanup,
+  onFailure: async () => {
+    for (const d of daemons.keys()) if (d.log().includes("rror")) console.error(`--- log of the daemon on port ${d.port} (last 1500 chars) ---\n${d.log().slice(-1500)}`);
+    if (cacher !== undefined) console.error(`--- apt-cacher-ng (last 1500 chars) ---\n${(await cacher.log().catch(String)).slice(-1500)}`);
+  },
+});

@@ -41,7 +41,8 @@ import { ContentCache } from "../../src/store/cache.ts";
 import { childEnv, compileCli, REPO_ROOT } from "./lib/fixture.ts";
 import { printResult, type ResultRow } from "./lib/report.ts";
 import { seededRandom } from "./lib/sizes.ts";
-import { cleanUpOnExit } from "./lib/exit.ts";
+import { cleanUpOnExit, runBenchmark } from "./lib/exit.ts";
+import type { DhtStats } from "../../src/dht/node.ts";
 
 const FILE_SEED = 20_240_610;
 const FILE_MIN_BYTES = 1_000;
@@ -262,15 +263,6 @@ async function waitUntilSeeded(base: string, shas: string[]): Promise<void> {
   }
 }
 
-interface DhtStats {
-  bytesIn: number;
-  bytesOut: number;
-  tableSize: number;
-  rateLimited: number;
-  queriesOut: Record<string, number>;
-  queriesIn: Record<string, number>;
-}
-
 async function dhtStats(base: string): Promise<DhtStats> {
   const r = await fetch(`${base}/api/dht/stats`, { signal: AbortSignal.timeout(5_000) });
   if (!r.ok) throw new Error(`GET /api/dht/stats: HTTP ${r.status}`);
@@ -417,15 +409,8 @@ async function main(): Promise<void> {
   });
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (err) {
-  exitCode = 1;
-  console.error(`footprint benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  console.error(`--- log of the daemon (last 1500 chars) ---\n${serveLog.slice(-1500)}`);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(exitCode);
+await runBenchmark("footprint benchmark", main, {
+  watchdog,
+  cleanup,
+  onFailure: () => console.error(`--- log of the daemon (last 1500 chars) ---\n${serveLog.slice(-1500)}`),
+});

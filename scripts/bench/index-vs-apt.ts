@@ -31,6 +31,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { childEnv, REPO_ROOT } from "./lib/fixture.ts";
 import { compared, median, printResult, type ResultRow } from "./lib/report.ts";
+import { runBenchmark } from "./lib/exit.ts";
 
 const FIXTURE = join(REPO_ROOT, "../shared/fixtures/debian-bookworm");
 /** The host in APT's list file names; .invalid is reserved (RFC 2606) and never resolves. */
@@ -225,13 +226,4 @@ async function main(): Promise<void> {
   });
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (err) {
-  exitCode = 1;
-  console.error(`index-vs-apt benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-} finally {
-  await cleanup();
-}
-process.exit(exitCode);
+await runBenchmark("index-vs-apt benchmark", main, { cleanup });

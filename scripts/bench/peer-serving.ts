@@ -30,7 +30,7 @@ import { parseArgs } from "node:util";
 import { childEnv, startDaemon, unusedPort, type Daemon } from "./lib/fixture.ts";
 import { compared, median, printResult, type ResultRow } from "./lib/report.ts";
 import { seededRandom } from "./lib/sizes.ts";
-import { cleanUpOnExit } from "./lib/exit.ts";
+import { cleanUpOnExit, runBenchmark } from "./lib/exit.ts";
 
 const PIECE_BYTES = 512 * 1024;
 const MIB = 1024 * 1024;
@@ -316,15 +316,10 @@ async function main(): Promise<void> {
   });
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (err) {
-  exitCode = 1;
-  console.error(`peer-serving benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  if (daemon !== undefined) console.error(`--- log of the daemon (last 1500 chars) ---\n${daemon.log().slice(-1500)}`);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(exitCode);
+await runBenchmark("peer-serving benchmark", main, {
+  watchdog,
+  cleanup,
+  onFailure: () => {
+    if (daemon !== undefined) console.error(`--- log of the daemon (last 1500 chars) ---\n${daemon.log().slice(-1500)}`);
+  },
+});

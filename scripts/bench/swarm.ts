@@ -47,7 +47,7 @@ import {
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
 import { DEBIAN_LIKE_SIZES, logNormalSizes, median, pickDistinct, seededRandom } from "./lib/sizes.ts";
-import { cleanUpOnExit } from "./lib/exit.ts";
+import { cleanUpOnExit, runBenchmark } from "./lib/exit.ts";
 
 const MB = 1_000_000;
 /** Seed of the PRNG choosing small package sizes and their holders. */
@@ -351,15 +351,10 @@ function printTable(rows: Row[], shapingLabel: string): void {
   for (const b of body) console.log(line(b));
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (err) {
-  exitCode = 1;
-  console.error(`swarm benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  for (const d of daemons) if (d.log().includes("rror")) console.error(`--- log of the daemon on port ${d.port} (last 1500 chars) ---\n${d.log().slice(-1500)}`);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(exitCode);
+await runBenchmark("swarm benchmark", main, {
+  watchdog,
+  cleanup,
+  onFailure: () => {
+    for (const d of daemons) if (d.log().includes("rror")) console.error(`--- log of the daemon on port ${d.port} (last 1500 chars) ---\n${d.log().slice(-1500)}`);
+  },
+});

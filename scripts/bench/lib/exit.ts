@@ -15,3 +15,27 @@ export function cleanUpOnExit(cleanup: () => Promise<void>, options: { log: (lin
     void cleanup().finally(() => process.exit(124));
   }, options.watchdogMs);
 }
+
+/**
+ * Runs a benchmark's `main` to its end: a failure is printed with its stack and whatever `onFailure`
+ * adds (daemons' logs); the watchdog is cleared and `cleanup` runs in every case; the process then exits
+ * 0, or 1 after a failure.
+ */
+export async function runBenchmark(
+  name: string,
+  main: () => Promise<void>,
+  options: { cleanup: () => Promise<void>; watchdog?: ReturnType<typeof setTimeout>; onFailure?: () => Promise<void> | void },
+): Promise<never> {
+  let exitCode = 0;
+  try {
+    await main();
+  } catch (err) {
+    exitCode = 1;
+    console.error(`${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    await options.onFailure?.();
+  } finally {
+    clearTimeout(options.watchdog);
+    await options.cleanup();
+  }
+  process.exit(exitCode);
+}
