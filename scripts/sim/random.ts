@@ -26,14 +26,8 @@ export function exponential(random: () => number, median: number): number {
   return (-Math.log(1 - random()) * median) / Math.LN2;
 }
 
-/** Fisher–Yates shuffle in place. */
-export function shuffle<T>(items: T[], random: () => number): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
+/** Fisher–Yates shuffle in place: the swarm's own (it shuffles the peers it is given). */
+export { shuffle } from "../../src/transfer/scheduler.ts";
 
 /** The p-quantile (0..1) of values, nearest rank; NaN when empty. */
 export function quantile(values: number[], p: number): number {

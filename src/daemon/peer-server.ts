@@ -125,15 +125,12 @@ async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerSer
     const retryAfter = deps.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
     return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
   }
-  let settled = false;
   const body = fileRangeBody({
     path: file.path,
     start,
     length,
     ...pacing(deps),
     settle: (outcome) => {
-      if (settled) return;
-      settled = true;
       release();
       unpin();
       // The file shrank after it was checked: it no longer is what we hashed.

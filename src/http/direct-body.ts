@@ -154,7 +154,7 @@ function once(settle: (outcome: BodyOutcome) => void): (outcome: BodyOutcome) =>
 }
 
 /** A stream that makes its source on the first read (and never, when nobody reads it). */
-export function lazyStream(make: () => ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+function lazyStream(make: () => ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
   let reader: { read(): Promise<{ done: boolean; value?: Uint8Array }>; cancel(reason?: unknown): Promise<void> } | undefined;
   const source = () => (reader ??= make().getReader());
   return new ReadableStream<Uint8Array>(

@@ -22,7 +22,7 @@ export interface RequestInfo {
 export type Handler = (request: Request, info: RequestInfo) => Response | Promise<Response>;
 
 /** Largest chunk of a direct body, and the size of the reused buffers. */
-export const DIRECT_CHUNK_BYTES = 512 * 1024;
+const DIRECT_CHUNK_BYTES = 512 * 1024;
 /** Buffers kept for reuse: bounds what an idle daemon keeps after a burst of uploads (8 MiB). */
 const DIRECT_BUFFERS_KEPT = 16;
 const directBuffers = new BufferPool(DIRECT_CHUNK_BYTES, DIRECT_BUFFERS_KEPT);

@@ -10,7 +10,7 @@
  */
 import { open, type FileHandle } from "node:fs/promises";
 import type { NodeId } from "../dht/id.ts";
-import { bodyStream, type DirectBody } from "../http/direct-body.ts";
+import type { DirectBody } from "../http/direct-body.ts";
 import type { Fetcher } from "../http/fetch.ts";
 import type { CachedFile, ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
@@ -186,14 +186,10 @@ export class LiveDownload {
   }
 
   /**
-   * The body for bytes start..end (inclusive), read from the download as it grows. It fails — cutting
-   * the client's connection — if the download fails or starts over after bytes were sent.
+   * The body for bytes start..end (inclusive), read from the download as it grows, for the HTTP server
+   * to read into its own buffers (src/http/direct-body.ts; `bodyStream` makes a stream of it). It fails
+   * — cutting the client's connection — if the download fails or starts over after bytes were sent.
    */
-  body(start: number, end: number, onSent?: (bytes: number) => void): ReadableStream<Uint8Array> {
-    return bodyStream(this.direct(start, end, onSent));
-  }
-
-  /** The same body, for the HTTP server to read into its own buffers (src/http/direct-body.ts). */
   direct(start: number, end: number, onSent?: (bytes: number) => void): DirectBody {
     let pos = start;
     // Pinned while this client reads, also after the download is done: eviction never pulls a file

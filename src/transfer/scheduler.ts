@@ -256,3 +256,12 @@ export class PieceScheduler {
 function has(source: SchedulerSource, piece: number): boolean {
   return source.pieces === "all" || source.pieces.has(piece);
 }
+
+/** Fisher–Yates shuffle of `items` in place, with injected randomness; returns `items`. */
+export function shuffle<T>(items: T[], random: () => number): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}

@@ -13,7 +13,7 @@ import { findPieceLists, peerId, type AnnouncedPeer, type PieceList } from "./pi
 import { BufferPool } from "./buffer-pool.ts";
 import { PIECE_HASH_BYTES, PIECE_SIZE_BYTES, pieceCount, pieceRange } from "./pieces.ts";
 import type { RangeClient } from "./range-client.ts";
-import { PieceScheduler } from "./scheduler.ts";
+import { PieceScheduler, shuffle } from "./scheduler.ts";
 import { HttpSource, type ByteSource } from "./source.ts";
 import type { NodeId } from "../dht/id.ts";
 
@@ -204,7 +204,7 @@ class SwarmRun {
     });
     // In random order: the scheduler asks sources in the order they were added, and many downloaders
     // of small files (one piece each) would otherwise all start with the same peer of the same list.
-    for (const peer of shuffled(sources.peers, deps.random ?? Math.random)) {
+    for (const peer of shuffle([...sources.peers], deps.random ?? Math.random)) {
       const id = peerId(peer);
       if (this.sources.has(id)) continue;
       const url = `http://${peer.address.includes(":") ? `[${peer.address}]` : peer.address}:${peer.port}/~/${target.sha256}`;
@@ -465,16 +465,6 @@ class SwarmRun {
       () => this.fail(err),
     );
   }
-}
-
-/** A copy of `items` in random order (Fisher–Yates). */
-function shuffled<T>(items: readonly T[], random: () => number): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
 }
 
 async function fetchPieceList(fetcher: Fetcher, peer: AnnouncedPeer, keyHex: string): Promise<Uint8Array | undefined> {
