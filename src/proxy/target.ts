@@ -189,7 +189,7 @@ function resolve(scheme: UpstreamTarget["scheme"], authority: string, rawPath: s
 }
 
 /**
- * Where a proxied request goes. `rawTarget` is the request-target as received (node:http's req.url).
+ * Where a proxied request goes. `rawTarget` is the request-target exactly as received (RequestInfo.rawTarget).
  * Refusals carry the status to answer (405 for a method, 400 for a target) and a one-line message.
  */
 export function parseProxyTarget(method: string, rawTarget: string): TargetResult {

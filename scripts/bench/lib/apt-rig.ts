@@ -350,8 +350,8 @@ const FORWARDED_REQUEST_HEADERS = ["range", "if-range", "if-modified-since", "if
 const FORWARDED_RESPONSE_HEADERS = ["content-length", "content-range", "content-type", "last-modified", "accept-ranges", "etag"];
 
 /**
- * The mirror as its clients reach it: an HTTP server on 127.0.0.1:`port` (the project's node:http
- * adapter, which answers pipelined requests in order — the test mirror's Bun.serve drops them, and
+ * The mirror as its clients reach it: an HTTP server on 127.0.0.1:`port` (the project's own HTTP/1.1
+ * server, src/http/server.ts, which answers pipelined requests in order — the test mirror's Bun.serve drops them, and
  * APT and apt-cacher-ng pipeline) passing each GET or HEAD on to `mirrorUrl`. With `bytesPerSecond`,
  * the bodies it sends are paced by one token bucket for all connections together (the fallback when
  * tc cannot shape its port).
