@@ -20,6 +20,7 @@ import { parseCacheSize, resolveCacheLimit } from "../store/quota.ts";
 import { SeedIndex } from "../store/seed-index.ts";
 import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
 import { CONTROL_PREFIX, handleControl } from "./control-api.ts";
+import { HotFiles } from "./hot-files.ts";
 import { peersOf, runDownload } from "./downloads.ts";
 import { handlePeer, newPeerServerStats, PEER_PREFIX, type PeerServerDeps } from "./peer-server.ts";
 import { Seeder } from "./seeder.ts";
@@ -84,10 +85,15 @@ interface DaemonParts {
   seeder: Seeder;
   known: KnownFiles;
   monitor: Monitor;
+  hot: HotFiles;
 }
+
+/** How often held small files are checked for idleness (src/daemon/hot-files.ts). */
+const HOT_SWEEP_MS = 15_000;
 
 export class Daemon {
   private saveTimer: ReturnType<typeof setInterval> | undefined;
+  private hotTimer: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   readonly joined: Promise<void>;
 
@@ -104,6 +110,8 @@ export class Daemon {
     );
     this.saveTimer = setInterval(() => this.saveContacts(), SAVE_CONTACTS_MS);
     this.saveTimer.unref?.();
+    this.hotTimer = setInterval(() => parts.hot.sweep(), HOT_SWEEP_MS);
+    this.hotTimer.unref?.();
     // Announcing before the node has joined would store nothing: seed once the table is filled.
     void this.joined.then(() => {
       if (!this.closed) parts.seeder.start();
@@ -138,12 +146,14 @@ export class Daemon {
       const keyrings = await systemKeyrings(config.aptDir);
       const totals = await TrafficTotals.load(join(config.stateDir, "traffic.json"), Date.now(), log);
       const startedAt = Date.now();
+      const hot = new HotFiles();
       const peerDeps: PeerServerDeps = {
         served: index,
         bucket: uploadBucket(config.uploadLimit, () => performance.now()),
         slots: new UploadSlots(config.maxUploadsPerAddress),
         stats: newPeerServerStats(),
         pin: (sha256) => cache.pin(sha256),
+        hot,
       };
       const statusClients = config.statusAllow ?? [];
       let wired: { node: DhtNode; seeder: Seeder; port: number; proxy: ProxyDeps; monitor: Monitor } | undefined;
@@ -186,6 +196,7 @@ export class Daemon {
       const node = new DhtNode({ socket, id, bootstrap: config.bootstrap, savedContacts: state.contacts() });
       const seeder = new Seeder(index, node, { cacheDir: config.cacheDir, seedDirs: config.seedDirs, peerPort: http.port, log });
       unseed = (sha256) => {
+        hot.drop(sha256);
         seeder.removeCachedFile(sha256).catch((err: unknown) => log(`unseeding ${sha256} failed: ${err instanceof Error ? err.message : String(err)}`));
       };
       // A quota lowered since the last run is applied now, not at the next download.
@@ -241,7 +252,7 @@ export class Daemon {
       monitor.start();
       wired = { node, seeder, port: http.port, proxy, monitor };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);
-      return new Daemon(node, http, state, { cache, seedQueue, rangeClient, index, seeder, known, monitor }, log);
+      return new Daemon(node, http, state, { cache, seedQueue, rangeClient, index, seeder, known, monitor, hot }, log);
     } catch (err) {
       for (const part of opened.reverse()) part.close();
       throw err;
@@ -258,6 +269,7 @@ export class Daemon {
     this.saveContacts();
     this.closed = true;
     if (this.saveTimer !== undefined) clearInterval(this.saveTimer);
+    if (this.hotTimer !== undefined) clearInterval(this.hotTimer);
     await this.parts.monitor.close();
     await this.parts.seedQueue.close();
     await this.parts.seeder.close();

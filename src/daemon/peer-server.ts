@@ -9,9 +9,10 @@
  * A plain function from Request to Response; src/http/server.ts `listen()` binds it to a socket with
  * keep-alive and pipelining.
  */
-import { stat } from "node:fs/promises";
+import { statSync } from "node:fs";
 import { contentRange, parseRange } from "../http/range.ts";
 import { directResponse, fileRangeBody, memoryBody } from "../http/direct-body.ts";
+import type { HotFiles } from "./hot-files.ts";
 import type { RequestInfo } from "../http/server.ts";
 import type { ServedFile, ServedFiles } from "../store/served.ts";
 import { THROTTLE_CHUNK_BYTES, type TokenBucket, type UploadSlots } from "../transfer/throttle.ts";
@@ -55,6 +56,8 @@ export interface PeerServerDeps {
   retryAfterSeconds?: number;
   /** Keeps a cached file from eviction while it is sent (the cache's pin); returns the release. */
   pin?: (sha256: string) => () => void;
+  /** Small files held in memory once verified (src/daemon/hot-files.ts); none when absent. */
+  hot?: HotFiles;
 }
 
 export async function handlePeer(request: Request, info: RequestInfo, deps: PeerServerDeps): Promise<Response> {
@@ -87,10 +90,20 @@ async function serveFile(request: Request, info: RequestInfo, deps: PeerServerDe
 /** Answers for a file we serve; `unpin` is called once the answer no longer needs the file on disk. */
 async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerServerDeps, file: ServedFile, unpin: () => void): Promise<Response> {
   const sha256 = file.sha256;
-  if (!(await unchangedOnDisk(file))) {
-    unpin();
-    deps.served.invalidate(sha256);
-    return notFound(deps);
+  // Bytes held in memory were hashed when they were loaded: they are the content, whatever the disk says.
+  let held = deps.hot?.get(sha256);
+  if (held === undefined) {
+    let current = unchangedOnDisk(file);
+    if (current && request.method === "GET" && deps.hot?.admits(file.size) === true) {
+      held = deps.hot.load(file);
+      current = held !== undefined;
+    }
+    if (!current) {
+      unpin();
+      deps.served.invalidate(sha256);
+      deps.hot?.drop(sha256);
+      return notFound(deps);
+    }
   }
   const etag = `"${file.sha256}"`;
   const headers: Record<string, string> = {
@@ -124,6 +137,13 @@ async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerSer
     deps.stats.refused503 += 1;
     const retryAfter = deps.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS;
     return text(503, "Too many concurrent downloads from your address; retry later\n", { "Retry-After": String(retryAfter) });
+  }
+  if (held !== undefined) {
+    const settle = () => {
+      release();
+      unpin();
+    };
+    return directResponse(memoryBody(held.subarray(start, end + 1), { ...pacing(deps), settle }), { status, headers });
   }
   const body = fileRangeBody({
     path: file.path,
@@ -171,10 +191,14 @@ function servePieceList(request: Request, deps: PeerServerDeps, keyHex: string):
   return directResponse(memoryBody(item, { ...pacing(deps), settle: () => {} }), { status: 200, headers });
 }
 
-/** The file is still the one we hashed: same size and modification time (to the millisecond). */
-async function unchangedOnDisk(file: ServedFile): Promise<boolean> {
+/**
+ * The file is still the one we hashed: same size and modification time (to the millisecond). A
+ * synchronous stat: it reads metadata the kernel holds, and a thread-pool round trip per request
+ * cost more than the stat.
+ */
+function unchangedOnDisk(file: ServedFile): boolean {
   try {
-    const info = await stat(file.path);
+    const info = statSync(file.path);
     return info.isFile() && info.size === file.size && Math.floor(info.mtimeMs) === Math.floor(file.mtimeMs);
   } catch (err) {
     const code = (err as { code?: string } | null)?.code;

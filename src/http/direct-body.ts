@@ -7,7 +7,7 @@
  * for any other reader (tests, a caller in the same process); whichever reads it, the body is read
  * once and settled once.
  */
-import { close, open, read } from "node:fs";
+import { close, closeSync, open, openSync, read, readSync } from "node:fs";
 import { promisify } from "node:util";
 
 // Plain descriptors, not FileHandles: Bun raises an uncaught error when a FileHandle is collected
@@ -30,6 +30,15 @@ export interface DirectBody {
   /** Called exactly once, when the body ended. */
   settle(outcome: BodyOutcome): void;
 }
+
+/**
+ * Ranges up to this size are read synchronously. A read from the page cache takes microseconds, while
+ * each of the open, read and close through the thread pool costs a round trip that, for a 60 kB file,
+ * costs more than the read (the peer server answered 2.5 times fewer small-file requests a second with
+ * them). Larger ranges (512 KiB pieces) are read asynchronously, so that a cold disk does not stall the
+ * event loop for long.
+ */
+const SYNC_READ_MAX_BYTES = 128 * 1024;
 
 /** Chunks of the stream a direct body is read through when something other than the server reads it. */
 const STREAM_CHUNK_BYTES = 256 * 1024;
@@ -60,16 +69,24 @@ export function fileRangeBody(options: {
   settle: (outcome: BodyOutcome) => void;
 }): DirectBody {
   let fd: Promise<number> | undefined;
+  let syncFd: number | undefined;
   let at = options.start;
   let short = false;
+  const small = options.length <= SYNC_READ_MAX_BYTES;
   return {
     length: options.length,
     chunkBytes: options.chunkBytes,
     pace: options.pace,
     async read(into) {
-      fd ??= openFd(options.path, "r");
       const want = Math.min(into.length, options.start + options.length - at);
-      const { bytesRead } = await readFd(await fd, into, 0, want, at);
+      let bytesRead: number;
+      if (small) {
+        syncFd ??= openSync(options.path, "r");
+        bytesRead = readSync(syncFd, into, 0, want, at);
+      } else {
+        fd ??= openFd(options.path, "r");
+        bytesRead = (await readFd(await fd, into, 0, want, at)).bytesRead;
+      }
       if (bytesRead < want) {
         short = true;
         throw new Error(`${options.path} ended after ${at - options.start + bytesRead} of ${options.length} bytes: it changed on disk`);
@@ -80,6 +97,7 @@ export function fileRangeBody(options: {
     },
     settle: once((outcome) => {
       options.settle(short ? "short" : outcome);
+      if (syncFd !== undefined) closeSync(syncFd);
       fd?.then((n) => close(n, () => {})).catch(() => undefined);
     }),
   };

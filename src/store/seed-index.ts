@@ -45,8 +45,17 @@ interface Row {
 /** Orders copies of one content: the cache's first, then by path. Used as `ORDER BY ${PRIMARY_FIRST}`. */
 const PRIMARY_FIRST = "(origin <> 'cache'), path";
 
+/** Contents whose primary copy is remembered between writes at most (the peer server asks per request). */
+const PRIMARY_MEMO_MAX = 4096;
+
 export class SeedIndex implements ServedFiles {
   private db: Database | null;
+  /**
+   * bySha256() answers since the last write. The peer server looks a content up for every request, and
+   * the query (an ORDER BY over the copies) costs more than the rest of answering a small file; any
+   * write clears it, so it never outlives what it read.
+   */
+  private readonly primaryMemo = new Map<string, SeedEntry | null>();
 
   private constructor(db: Database) {
     this.db = db;
@@ -77,6 +86,7 @@ export class SeedIndex implements ServedFiles {
   }
 
   close(): void {
+    this.primaryMemo.clear();
     this.db?.close();
     this.db = null;
   }
@@ -88,6 +98,7 @@ export class SeedIndex implements ServedFiles {
 
   /** Adds or replaces the row for entry.path. */
   upsert(entry: SeedEntryInput): void {
+    this.primaryMemo.clear();
     if (!SHA256_HEX.test(entry.sha256)) throw internal(`Cannot index ${entry.path}: '${entry.sha256}' is not a lower-case hex SHA-256`);
     if (entry.pieces.length !== pieceCount(entry.size) || entry.pieces.some((p) => p.length !== PIECE_HASH_BYTES)) {
       throw internal(`Cannot index ${entry.path}: ${entry.pieces.length} piece hashes do not fit a file of ${entry.size} bytes`);
@@ -112,6 +123,7 @@ export class SeedIndex implements ServedFiles {
   }
 
   remove(path: string): void {
+    this.primaryMemo.clear();
     this.database().query("DELETE FROM seeds WHERE path = ?").run(path);
   }
 
@@ -148,6 +160,7 @@ export class SeedIndex implements ServedFiles {
 
   /** Records a successful announce of the content at `path`, for every copy of it. */
   markAnnounced(path: string, now: number, nextAt: number): void {
+    this.primaryMemo.clear();
     this.database()
       .query("UPDATE seeds SET last_announced_at = ?1, next_announce_at = ?2 WHERE sha256 = (SELECT sha256 FROM seeds WHERE path = ?3)")
       .run(now, nextAt, path);
@@ -155,6 +168,7 @@ export class SeedIndex implements ServedFiles {
 
   /** Moves the next announce of the content at `path` (every copy of it), as after a failed announce. */
   reschedule(path: string, nextAt: number): void {
+    this.primaryMemo.clear();
     this.database()
       .query("UPDATE seeds SET next_announce_at = ?1 WHERE sha256 = (SELECT sha256 FROM seeds WHERE path = ?2)")
       .run(nextAt, path);
@@ -162,8 +176,14 @@ export class SeedIndex implements ServedFiles {
 
   /** The primary copy of a content (the cache's if we have one there), or null. */
   bySha256(sha256: string): SeedEntry | null {
-    const row = this.database().query(`SELECT * FROM seeds WHERE sha256 = ? ORDER BY ${PRIMARY_FIRST} LIMIT 1`).get(sha256.toLowerCase()) as Row | null;
-    return row === null ? null : toEntry(row);
+    const key = sha256.toLowerCase();
+    const memo = this.primaryMemo.get(key);
+    if (memo !== undefined) return memo;
+    const row = this.database().query(`SELECT * FROM seeds WHERE sha256 = ? ORDER BY ${PRIMARY_FIRST} LIMIT 1`).get(key) as Row | null;
+    const entry = row === null ? null : toEntry(row);
+    if (this.primaryMemo.size >= PRIMARY_MEMO_MAX) this.primaryMemo.clear();
+    this.primaryMemo.set(key, entry);
+    return entry;
   }
 
   pieceListByKey(keyHex: string): Uint8Array | null {
@@ -175,6 +195,7 @@ export class SeedIndex implements ServedFiles {
 
   /** Drops every copy of the content: the next scan hashes what is on disk again. */
   invalidate(sha256: string): void {
+    this.primaryMemo.clear();
     this.database().query("DELETE FROM seeds WHERE sha256 = ?").run(sha256.toLowerCase());
   }
 

@@ -1,13 +1,14 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, stat, truncate, utimes, writeFile } from "node:fs/promises";
-import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { HotFiles } from "../../src/daemon/hot-files.ts";
 import { handlePeer, newPeerServerStats, type PeerServerDeps, type PeerServerStats } from "../../src/daemon/peer-server.ts";
-import { listen, type HttpServer, type RequestInfo } from "../../src/http/server.ts";
+import type { RequestInfo } from "../../src/http/server.ts";
 import type { ServedFile, ServedFiles } from "../../src/store/served.ts";
 import { pieceListItem, pieceListKey } from "../../src/transfer/pieces.ts";
 import { THROTTLE_CHUNK_BYTES, TokenBucket, UploadSlots } from "../../src/transfer/throttle.ts";
+import { rawGet, rawRequest, ServerRig, type RawResponse } from "../helpers/raw-http.ts";
 
 /** ServedFiles over a map, recording invalidations. */
 class FakeServed implements ServedFiles {
@@ -228,6 +229,46 @@ describe("handlePeer() files by SHA-256", () => {
   });
 });
 
+describe("handlePeer() with small files held in memory", () => {
+  beforeEach(() => {
+    deps.hot = new HotFiles({ maxFileBytes: 64 * 1024 });
+  });
+
+  test("a small file is loaded on the first GET and later answers come from memory, also for ranges", async () => {
+    expect(await bodyOf(await handlePeer(get(`/~/${small.file.sha256}`), A, deps))).toEqual(small.bytes);
+    await rm(small.file.path); // only memory can answer now
+    expect(await bodyOf(await handlePeer(get(`/~/${small.file.sha256}`), A, deps))).toEqual(small.bytes);
+    const ranged = await handlePeer(get(`/~/${small.file.sha256}`, { Range: "bytes=10-19" }), A, deps);
+    expect(ranged.status).toBe(206);
+    expect(await bodyOf(ranged)).toEqual(small.bytes.subarray(10, 20));
+    expect(deps.hot!.stats()).toMatchObject({ loads: 1, hits: 2 });
+    expect(stats.bytesSent).toBe(2010);
+    expect(deps.slots.total()).toBe(0);
+  });
+
+  test("a file rewritten with other bytes of the same size and mtime is caught by the hash on load: 404 and invalidated", async () => {
+    await writeFile(small.file.path, patterned(1000, 8));
+    const mtime = new Date(small.file.mtimeMs);
+    await utimes(small.file.path, mtime, mtime);
+    const response = await handlePeer(get(`/~/${small.file.sha256}`), A, deps);
+    expect(response.status).toBe(404);
+    expect(served.invalidated).toEqual([small.file.sha256]);
+    expect(deps.hot!.stats().files).toBe(0);
+  });
+
+  test("a file the index no longer serves is not answered from memory", async () => {
+    await bodyOf(await handlePeer(get(`/~/${small.file.sha256}`), A, deps));
+    served.files.delete(small.file.sha256);
+    expect((await handlePeer(get(`/~/${small.file.sha256}`), A, deps)).status).toBe(404);
+  });
+
+  test("HEAD loads nothing, and files over the bound are read from disk, never held", async () => {
+    await handlePeer(get(`/~/${small.file.sha256}`, {}, "HEAD"), A, deps);
+    expect(await bodyOf(await handlePeer(get(`/~/${large.file.sha256}`), A, deps))).toEqual(large.bytes);
+    expect(deps.hot!.stats()).toMatchObject({ files: 0, loads: 0 });
+  });
+});
+
 describe("handlePeer() piece lists", () => {
   test("GET /~/pieces/<key> serves the piece-list item", async () => {
     const response = await handlePeer(get(`/~/pieces/${piecesKey}`), A, deps);
@@ -314,65 +355,12 @@ describe("handlePeer() upload slots", () => {
 
 // ---- Over a socket -------------------------------------------------------------------------------
 
-interface RawResponse {
-  status: number;
-  headers: Map<string, string>;
-  body: Buffer;
-}
-
-/** Parses complete HTTP/1.1 responses framed by Content-Length off the front of `buffer`. */
-function parseResponses(buffer: Buffer, methods: string[]): { responses: RawResponse[]; rest: Buffer } {
-  const responses: RawResponse[] = [];
-  let rest = buffer;
-  while (responses.length < methods.length) {
-    const headEnd = rest.indexOf("\r\n\r\n");
-    if (headEnd < 0) break;
-    const [statusLine = "", ...lines] = rest.subarray(0, headEnd).toString("latin1").split("\r\n");
-    const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(statusLine)?.[1]);
-    const headers = new Map(lines.map((line) => [line.slice(0, line.indexOf(":")).toLowerCase(), line.slice(line.indexOf(":") + 1).trim()]));
-    if (headers.has("transfer-encoding")) throw new Error(`unexpected Transfer-Encoding in ${statusLine}`);
-    const length = methods[responses.length] === "HEAD" ? 0 : Number(headers.get("content-length"));
-    if (!Number.isInteger(length)) throw new Error(`no Content-Length in ${statusLine}`);
-    if (rest.length < headEnd + 4 + length) break;
-    responses.push({ status, headers, body: rest.subarray(headEnd + 4, headEnd + 4 + length) });
-    rest = rest.subarray(headEnd + 4 + length);
+/** Peers find each answer's end by its Content-Length: never chunked, never delimited by the close. */
+function expectLengthFramed(responses: RawResponse[]): void {
+  for (const response of responses) {
+    expect(response.headers.get("transfer-encoding")).toBeUndefined();
+    expect(response.headers.get("content-length")).toMatch(/^\d+$/);
   }
-  return { responses, rest };
-}
-
-/** Writes `requests` in one write() and reads until as many responses have arrived. */
-function exchange(socket: Socket, requests: { method: string; path: string; headers?: string[] }[]): Promise<RawResponse[]> {
-  const wire = requests
-    .map((r) => [`${r.method} ${r.path} HTTP/1.1`, "Host: 127.0.0.1", ...(r.headers ?? []), "", ""].join("\r\n"))
-    .join("");
-  const methods = requests.map((r) => r.method);
-  return new Promise((resolve, reject) => {
-    let buffer = Buffer.alloc(0);
-    const onData = (data: Buffer) => {
-      buffer = Buffer.concat([buffer, data]);
-      try {
-        const { responses, rest } = parseResponses(buffer, methods);
-        if (responses.length < methods.length) return;
-        if (rest.length > 0) throw new Error(`${rest.length} bytes after the last response`);
-        done();
-        resolve(responses);
-      } catch (err) {
-        done();
-        reject(err);
-      }
-    };
-    const onClose = () => {
-      done();
-      reject(new Error(`connection closed after ${buffer.length} bytes`));
-    };
-    const done = () => {
-      socket.off("data", onData);
-      socket.off("close", onClose);
-    };
-    socket.on("data", onData);
-    socket.on("close", onClose);
-    socket.write(wire);
-  });
 }
 
 /**
@@ -394,41 +382,26 @@ function gatedBucket(): (() => void)[] {
 }
 
 describe("peer server over a socket", () => {
-  let server: HttpServer | undefined;
-  let socket: Socket | undefined;
-
-  afterEach(async () => {
-    socket?.destroy();
-    socket = undefined;
-    await server?.close();
-    server = undefined;
-  });
-
-  async function start(): Promise<Socket> {
-    server = await listen((request, info) => handlePeer(request, info, deps), { hostname: "127.0.0.1", port: 0 });
-    const s = connect(server.port, "127.0.0.1");
-    await new Promise<void>((resolve, reject) => {
-      s.once("connect", resolve);
-      s.once("error", reject);
-    });
-    socket = s;
-    return s;
-  }
+  const rig = new ServerRig();
+  const clients = rig.clients;
+  afterEach(() => rig.close());
+  const start = () => rig.start((request, info) => handlePeer(request, info, deps));
 
   test("answers pipelined requests complete and in order, then reuses the connection", async () => {
     // The server handles pipelined requests as they are parsed and sends the answers in order, so their
     // uploads overlap: room for them all (the cap has tests of its own above).
     deps.slots = new UploadSlots(8);
-    const s = await start();
-    const responses = await exchange(s, [
-      { method: "GET", path: `/~/${large.file.sha256}`, headers: ["Range: bytes=100-199"] },
-      { method: "HEAD", path: `/~/${small.file.sha256}` },
-      { method: "GET", path: `/~/${large.file.sha256}` },
-      { method: "GET", path: `/~/${"a".repeat(64)}` },
-      { method: "GET", path: `/~/${small.file.sha256}` },
-      { method: "GET", path: `/~/pieces/${piecesKey}` },
-      { method: "GET", path: "/~/../../etc/passwd" },
+    const client = await start();
+    const responses = await client.exchange([
+      rawGet(`/~/${large.file.sha256}`, "Range: bytes=100-199"),
+      rawRequest("HEAD", `/~/${small.file.sha256}`),
+      rawGet(`/~/${large.file.sha256}`),
+      rawGet(`/~/${"a".repeat(64)}`),
+      rawGet(`/~/${small.file.sha256}`),
+      rawGet(`/~/pieces/${piecesKey}`),
+      rawGet("/~/../../etc/passwd"),
     ]);
+    expectLengthFramed(responses);
     expect(responses.map((r) => r.status)).toEqual([206, 200, 200, 404, 200, 200, 404]);
     expect(responses[0]!.headers.get("content-range")).toBe(`bytes 100-199/${large.bytes.length}`);
     expect(responses[0]!.body).toEqual(Buffer.from(large.bytes.subarray(100, 200)));
@@ -439,10 +412,11 @@ describe("peer server over a socket", () => {
     expect(responses[4]!.body).toEqual(Buffer.from(small.bytes));
     expect(responses[5]!.body).toEqual(Buffer.from(piecesItem));
 
-    const again = await exchange(s, [
-      { method: "GET", path: `/~/${small.file.sha256}`, headers: ["Range: bytes=-10"] },
-      { method: "GET", path: `/~/${small.file.sha256}`, headers: ["Range: bytes=5000-"] },
+    const again = await client.exchange([
+      rawGet(`/~/${small.file.sha256}`, "Range: bytes=-10"),
+      rawGet(`/~/${small.file.sha256}`, "Range: bytes=5000-"),
     ]);
+    expectLengthFramed(again);
     expect(again.map((r) => r.status)).toEqual([206, 416]);
     expect(again[0]!.body).toEqual(Buffer.from(small.bytes.subarray(990)));
     expect(again[1]!.headers.get("content-range")).toBe("bytes */1000");
@@ -459,9 +433,10 @@ describe("peer server over a socket", () => {
       waits.push(ms);
       clock.ms += ms;
     };
-    const s = await start();
-    const [response] = await exchange(s, [{ method: "GET", path: `/~/${large.file.sha256}` }]);
-    expect(response!.body).toEqual(Buffer.from(large.bytes));
+    const client = await start();
+    const responses = await client.exchange([rawGet(`/~/${large.file.sha256}`)]);
+    expectLengthFramed(responses);
+    expect(responses[0]!.body).toEqual(Buffer.from(large.bytes));
     const total = waits.reduce((a, b) => a + b, 0);
     const expected = ((large.bytes.length - 10_000) * 1000) / rate;
     expect(waits.length).toBe(Math.ceil(large.bytes.length / THROTTLE_CHUNK_BYTES));
@@ -469,26 +444,27 @@ describe("peer server over a socket", () => {
     expect(total).toBeLessThanOrEqual(expected + waits.length);
   });
 
-  // The server sends files itself from reused buffers (src/http/server.ts sendFile), chunk by chunk with
+  // The server sends files itself from reused buffers (src/http/server.ts sendDirect), chunk by chunk with
   // backpressure: every body must still be the right bytes, whole and in order.
   test("512 KiB ranges pipelined to a reader that keeps pausing arrive intact", async () => {
     const big = await addFile("big.deb", patterned(8 * 512 * 1024 + 777, 9));
     deps.slots = new UploadSlots(16);
-    const s = await start();
+    const client = await start();
     let pauses = 0;
-    s.on("data", () => {
+    client.socket.on("data", () => {
       if (pauses++ % 3 !== 0) return;
-      s.pause();
-      setTimeout(() => s.resume(), 5);
+      client.socket.pause();
+      setTimeout(() => client.socket.resume(), 5);
     });
     const pieces = [3, 0, 7, 8, 1, 6, 2, 5, 4, 3];
-    const responses = await exchange(
-      s,
-      pieces.map((p) => ({ method: "GET", path: `/~/${big.file.sha256}`, headers: [`Range: bytes=${p * 524288}-${Math.min((p + 1) * 524288, big.bytes.length) - 1}`] })),
+    const responses = await client.exchange(
+      pieces.map((p) => rawGet(`/~/${big.file.sha256}`, `Range: bytes=${p * 524288}-${Math.min((p + 1) * 524288, big.bytes.length) - 1}`)),
     );
+    expectLengthFramed(responses);
     expect(responses.map((r) => r.status)).toEqual(pieces.map(() => 206));
     responses.forEach((r, i) => expect(r.body.equals(Buffer.from(big.bytes.subarray(pieces[i]! * 524288, (pieces[i]! + 1) * 524288)))).toBe(true));
-    const [whole] = await exchange(s, [{ method: "GET", path: `/~/${big.file.sha256}` }]);
+    const [whole] = await client.exchange([rawGet(`/~/${big.file.sha256}`)]);
+    expectLengthFramed([whole!]);
     expect(whole!.body.equals(Buffer.from(big.bytes))).toBe(true);
     expect(stats.bytesSent).toBe(responses.reduce((sum, r) => sum + r.body.length, 0) + big.bytes.length);
     expect(deps.slots.total()).toBe(0);
@@ -497,17 +473,14 @@ describe("peer server over a socket", () => {
   test("a file that shrinks while it is sent cuts the connection, frees the slot and is invalidated", async () => {
     const huge = await addFile("huge.deb", patterned(1024 * 1024, 4));
     const gates = gatedBucket();
-    const s = await start();
-    let received = 0;
-    s.on("data", (data: Buffer) => (received += data.length));
-    const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
-    s.write(`GET /~/${huge.file.sha256} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    const client = await start();
+    client.send(rawGet(`/~/${huge.file.sha256}`));
     for (let i = 0; i < 200 && gates.length === 0; i++) await Bun.sleep(5);
-    expect(received).toBeGreaterThan(THROTTLE_CHUNK_BYTES);
+    expect(client.received.length).toBeGreaterThan(THROTTLE_CHUNK_BYTES);
     await truncate(huge.file.path, 100);
     gates.shift()!();
-    await closed;
-    expect(received).toBeLessThan(huge.bytes.length);
+    await client.closed();
+    expect(client.received.length).toBeLessThan(huge.bytes.length);
     expect(deps.slots.total()).toBe(0);
     expect(served.invalidated).toEqual([huge.file.sha256]);
   });
@@ -517,14 +490,12 @@ describe("peer server over a socket", () => {
   test("the slot is released when the client closes the connection midway", async () => {
     const huge = await addFile("huge.deb", patterned(4 * 1024 * 1024, 5));
     const gates = gatedBucket();
-    const s = await start();
-    let received = 0;
-    s.on("data", (data: Buffer) => (received += data.length));
-    s.write(`GET /~/${huge.file.sha256} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    const client = await start();
+    client.send(rawGet(`/~/${huge.file.sha256}`));
     for (let i = 0; i < 200 && gates.length === 0; i++) await Bun.sleep(5);
-    expect(received).toBeGreaterThan(0);
+    expect(client.received.length).toBeGreaterThan(0);
     expect(deps.slots.active("127.0.0.1")).toBe(1);
-    s.destroy();
+    await client.destroy();
     for (let i = 0; i < 200 && deps.slots.total() > 0; i++) {
       gates.shift()?.();
       await Bun.sleep(5);

@@ -72,6 +72,23 @@ describe("SeedIndex", () => {
     expect(index.bySha256(hex(8, 64))).toBeNull();
   });
 
+  test("bySha256() answers from memory between writes, and every kind of write is seen at once", () => {
+    const sha = hex(7, 64);
+    expect(index.bySha256(sha)).toBeNull(); // a remembered miss
+    index.upsert(entry("/a/x.deb", 7));
+    expect(index.bySha256(sha)?.lastAnnouncedAt).toBeNull();
+    index.markAnnounced("/a/x.deb", 500, 900);
+    expect(index.bySha256(sha)).toMatchObject({ lastAnnouncedAt: 500, nextAnnounceAt: 900 });
+    index.reschedule("/a/x.deb", 1200);
+    expect(index.bySha256(sha)?.nextAnnounceAt).toBe(1200);
+    index.remove("/a/x.deb");
+    expect(index.bySha256(sha)).toBeNull();
+    index.upsert(entry("/a/x.deb", 7));
+    expect(index.bySha256(sha)?.path).toBe("/a/x.deb");
+    index.invalidate(sha);
+    expect(index.bySha256(sha)).toBeNull();
+  });
+
   test("pieceListByKey() finds the piece list of files of more than 4 pieces only", () => {
     const big = entry("/a/big.deb", 10, 60);
     const item = entry("/a/item.deb", 100, 10);
