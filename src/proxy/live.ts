@@ -8,7 +8,7 @@
  * connection is cut short of the end. When a swarm download starts over (its piece list proved wrong),
  * clients that were sent bytes of the failed attempt are cut too; the others read the new attempt.
  */
-import { open, type FileHandle } from "node:fs/promises";
+import { closeSync, openSync, readSync } from "node:fs";
 import type { NodeId } from "../dht/id.ts";
 import type { DirectBody } from "../http/direct-body.ts";
 import type { Fetcher } from "../http/fetch.ts";
@@ -195,13 +195,18 @@ export class LiveDownload {
     // Pinned while this client reads, also after the download is done: eviction never pulls a file
     // out from under a transfer.
     let unpin: (() => void) | undefined = this.deps.cache.pin(this.target.sha256);
-    let handle: FileHandle | undefined;
-    let handleIsFinal = false;
-    let handleGeneration = -1;
+    // A plain descriptor read synchronously: the bytes were written moments ago and sit in the page
+    // cache, where a read takes microseconds and a thread-pool round trip costs more than the read.
+    let fd: number | undefined;
+    let fdIsFinal = false;
+    let fdGeneration = -1;
     let sentGeneration: number | undefined;
-    const closeHandle = async () => {
-      await handle?.close().catch(() => undefined);
-      handle = undefined;
+    const closeFd = () => {
+      if (fd !== undefined) closeSync(fd);
+      fd = undefined;
+    };
+    const release = () => {
+      closeFd();
       unpin?.();
       unpin = undefined;
     };
@@ -210,48 +215,54 @@ export class LiveDownload {
       chunkBytes: Number.POSITIVE_INFINITY,
       read: async (into) => {
         try {
-          // Until a handle is open on the bytes readable now (the file may be renamed into the cache
-          // between the wait and the open: then the next round opens it there).
+          // Until a descriptor is open on the bytes readable now (the file may be renamed into the
+          // cache between the wait and the open: then the next round opens it there).
           for (;;) {
             await this.ready(pos);
             if (sentGeneration !== undefined && sentGeneration !== this.generation) {
               throw new Error(`${this.target.name}: the download started over after bytes were sent; cutting the transfer`);
             }
             if (this.file !== undefined) {
-              if (!handleIsFinal) {
-                await closeHandle();
-                handle = await open(this.file.path, "r");
-                handleIsFinal = true;
+              if (!fdIsFinal) {
+                closeFd();
+                fd = openSync(this.file.path, "r");
+                fdIsFinal = true;
               }
               break;
             }
-            if (handle !== undefined && handleGeneration === this.generation) break;
-            await closeHandle();
-            handle = await this.openPartial();
-            handleGeneration = this.generation;
-            if (handle !== undefined) break;
+            if (fd !== undefined && fdGeneration === this.generation) break;
+            closeFd();
+            fd = this.openPartial();
+            fdGeneration = this.generation;
+            if (fd !== undefined) break;
+            // The partial file was just renamed into the cache, and `file` is set once that is done.
+            await this.done.catch(() => undefined);
           }
           const upTo = Math.min(end + 1, this.limit());
-          const { bytesRead } = await handle!.read(into, 0, Math.min(into.length, upTo - pos), pos);
+          const bytesRead = readSync(fd!, into, 0, Math.min(into.length, upTo - pos), pos);
           if (bytesRead === 0) throw new Error(`${this.target.name}: no bytes at ${pos} of the download`);
           sentGeneration ??= this.generation;
           pos += bytesRead;
           onSent?.(bytesRead);
           return bytesRead;
         } catch (err) {
-          await closeHandle();
+          release();
           throw err;
         }
       },
-      settle: () => void closeHandle(),
+      settle: release,
     };
   }
 
-  private async openPartial(): Promise<FileHandle | undefined> {
+  /**
+   * A descriptor on the partial file, or undefined when it is gone because it was renamed into the cache
+   * (the download may still be between that rename and setting `file`).
+   */
+  private openPartial(): number | undefined {
     try {
-      return await open(this.path!, "r");
+      return openSync(this.path!, "r");
     } catch (err) {
-      if (this.file !== undefined) return undefined;
+      if ((err as { code?: string } | null)?.code === "ENOENT") return undefined;
       throw err;
     }
   }

@@ -137,3 +137,61 @@ test("a DHT lookup that hangs does not hold the download: the mirror starts when
   mirror.end();
   expect((await live.done).sha256).toBe(sha256);
 });
+
+test("a client that started during the download keeps the file pinned after it enters the cache, until it is done", async () => {
+  const { data, sha256 } = content();
+  const mirror = handFedMirror();
+  const live = downloads(mirror.fetcher).get({ name: `p-${n++}.deb`, size: SIZE, sha256 }, ["http://mirror.invalid/p.deb"]);
+  const body = live.direct(0, SIZE - 1);
+  const got = new Uint8Array(SIZE);
+  let at = 0;
+  await mirror.asked;
+  mirror.feed(data.subarray(0, 100_000));
+  at += await body.read(got.subarray(at, 100_000)); // from the partial file
+  mirror.feed(data.subarray(100_000));
+  mirror.end();
+  await live.done;
+  // The rest is read from the file in the cache: eviction must still leave it alone.
+  at += await body.read(got.subarray(at, at + 1000));
+  expect(cache.isPinned(sha256)).toBe(true);
+  while (at < SIZE) at += await body.read(got.subarray(at));
+  expect(Buffer.from(got).equals(Buffer.from(data))).toBe(true);
+  expect(cache.isPinned(sha256)).toBe(true);
+  body.settle("complete");
+  expect(cache.isPinned(sha256)).toBe(false);
+});
+
+test("a client that first reads just after the file moved into the cache, before the download says so, still gets the file", async () => {
+  const { data, sha256 } = content();
+  const mirror = handFedMirror();
+  const own = await ContentCache.open(join(dir, "cache-adopt"));
+  // The rename into the cache is done, but the download does not learn it until the test says so.
+  const adopt = own.adopt.bind(own);
+  const moved = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  own.adopt = async (...args: Parameters<typeof own.adopt>) => {
+    const file = await adopt(...args);
+    moved.resolve();
+    await release.promise;
+    return file;
+  };
+  try {
+    const live = new LiveDownloads({ cache: own, fetcher: mirror.fetcher, findPeers: async () => [], seed: async () => {}, log: () => {} })
+      .get({ name: `m-${n++}.deb`, size: SIZE, sha256 }, ["http://mirror.invalid/m.deb"]);
+    const body = live.direct(0, SIZE - 1);
+    await mirror.asked;
+    mirror.feed(data);
+    mirror.end();
+    await moved.promise;
+    expect(live.file).toBeUndefined();
+    const got = new Uint8Array(SIZE);
+    const first = body.read(got); // the partial file is gone; the read waits for the cached one
+    release.resolve();
+    let at = await first;
+    while (at < SIZE) at += await body.read(got.subarray(at));
+    body.settle("complete");
+    expect(Buffer.from(got).equals(Buffer.from(data))).toBe(true);
+  } finally {
+    own.close();
+  }
+});
