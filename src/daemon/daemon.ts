@@ -248,7 +248,7 @@ export class Daemon {
         log,
         now: Date.now,
       };
-      monitor = new Monitor(totals, { node, proxy: proxyStats, live, peerServer: peerDeps.stats, cache, version: config.version, startedAt, log });
+      monitor = new Monitor(totals, { node, proxy: proxyStats, live, peerServer: peerDeps.stats, hot, cache, version: config.version, startedAt, log });
       monitor.start();
       wired = { node, seeder, port: http.port, proxy, monitor };
       log(`listening on ${config.bind}:${http.port} (HTTP and DHT UDP), node id ${Buffer.from(id).toString("hex")}`);

@@ -36,6 +36,8 @@ export interface MetricsSnapshot {
     outcomesIn: Record<string, IncomingOutcomes>;
     lookupDurations: HistogramSnapshot;
   };
+  /** Small files held in memory for peers (src/daemon/hot-files.ts); undefined without that memory. */
+  held?: { files: number; bytes: number; hits: number };
   /** Undefined until the cache reports its use. */
   cache?: { bytes: number; files: number; limitBytes: number | null; evictions?: number };
 }
@@ -79,6 +81,13 @@ export function renderMetrics(s: MetricsSnapshot): string {
   ];
   if (s.pieceFailures !== undefined) {
     families.push(counter("apt_p2p_piece_verification_failures_total", "Pieces that did not match their hash.", [{ value: s.pieceFailures }]));
+  }
+  if (s.held !== undefined) {
+    families.push(
+      gauge("apt_p2p_peer_memory_bytes", "Bytes of small files held in memory for peers, after their hash was checked again.", [{ value: s.held.bytes }]),
+      gauge("apt_p2p_peer_memory_files", "Small files held in memory for peers.", [{ value: s.held.files }]),
+      counter("apt_p2p_peer_memory_hits_total", "Peer requests answered from the files held in memory.", [{ value: s.held.hits }]),
+    );
   }
   if (s.bannedPeers !== undefined) {
     families.push(counter("apt_p2p_banned_peers_total", "Peers banned for sending bad pieces.", [{ value: s.bannedPeers }]));

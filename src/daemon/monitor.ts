@@ -13,6 +13,7 @@ import type { ContentCache } from "../store/cache.ts";
 import type { DownloadTarget } from "../transfer/download.ts";
 import type { DownloadEvent } from "./downloads.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
+import type { HotFiles } from "./hot-files.ts";
 import type { PeerServerStats } from "./peer-server.ts";
 import { PeersSeen, type PeersSummary } from "./peers-seen.ts";
 import { RATE_SAMPLE_MS, RateHistory, type RateSample } from "./rates.ts";
@@ -43,6 +44,8 @@ export interface MonitorParts {
   proxy: ProxyStats;
   live: LiveDownloads;
   peerServer: PeerServerStats;
+  /** Small files held in memory for peers, when the peer server keeps them. */
+  hot?: HotFiles;
   cache: ContentCache;
   version: string;
   startedAt: number;
@@ -202,6 +205,7 @@ export class Monitor {
       peerServer: { requests: peerServer.requests, refused503: peerServer.refused503, notFound: peerServer.notFound },
       pieceFailures: this.pieceFailures,
       bannedPeers: this.bannedPeers,
+      held: this.parts.hot?.stats(),
       peersSeen: this.peers.summary(this.now(), 0).total,
       dht: {
         tableSize: dht.tableSize,

@@ -27,7 +27,7 @@ function snapshot(overrides: Partial<MetricsSnapshot> = {}): MetricsSnapshot {
 
 describe("renderMetrics()", () => {
   test("the output is valid Prometheus text, every family with HELP and TYPE, names prefixed and with units", () => {
-    const families = parsePrometheusText(renderMetrics(snapshot({ pieceFailures: 2, bannedPeers: 1, cache: { bytes: 10, files: 1, limitBytes: 100, evictions: 3 } })));
+    const families = parsePrometheusText(renderMetrics(snapshot({ pieceFailures: 2, bannedPeers: 1, held: { files: 2, bytes: 9, hits: 4 }, cache: { bytes: 10, files: 1, limitBytes: 100, evictions: 3 } })));
     expect(families.size).toBeGreaterThan(15);
     for (const family of families.values()) {
       expect(family.name).toStartWith("apt_p2p_");
@@ -93,6 +93,14 @@ describe("renderMetrics()", () => {
     expect(metricValue(withQuota, "apt_p2p_cache_evictions_total")).toBe(2);
     const unlimited = parsePrometheusText(renderMetrics(snapshot({ cache: { bytes: 700, files: 3, limitBytes: null } })));
     expect(unlimited.has("apt_p2p_cache_limit_bytes")).toBe(false);
+  });
+
+  test("small files held in memory for peers: bytes, files and hits, when the peer server holds any", () => {
+    const f = parsePrometheusText(renderMetrics(snapshot({ held: { files: 3, bytes: 180_000, hits: 41 } })));
+    expect(metricValue(f, "apt_p2p_peer_memory_bytes")).toBe(180_000);
+    expect(metricValue(f, "apt_p2p_peer_memory_files")).toBe(3);
+    expect(metricValue(f, "apt_p2p_peer_memory_hits_total")).toBe(41);
+    expect(parsePrometheusText(renderMetrics(snapshot())).has("apt_p2p_peer_memory_bytes")).toBe(false);
   });
 
   test("label values are escaped", () => {
