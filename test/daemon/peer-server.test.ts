@@ -1,76 +1,35 @@
+/**
+ * The peer server's handler as a function from Request to Response: files by SHA-256 with Range, small
+ * files held in memory, piece lists, upload slots. The same over a real socket is in
+ * peer-server-socket.test.ts.
+ */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtemp, rm, stat, truncate, utimes, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rm, truncate, utimes, writeFile } from "node:fs/promises";
 import { HotFiles } from "../../src/daemon/hot-files.ts";
-import { handlePeer, newPeerServerStats, type PeerServerDeps, type PeerServerStats } from "../../src/daemon/peer-server.ts";
+import { handlePeer, type PeerServerDeps, type PeerServerStats } from "../../src/daemon/peer-server.ts";
 import type { RequestInfo } from "../../src/http/server.ts";
-import type { ServedFile, ServedFiles } from "../../src/store/served.ts";
-import { pieceListItem, pieceListKey } from "../../src/transfer/pieces.ts";
-import { THROTTLE_CHUNK_BYTES, TokenBucket, UploadSlots } from "../../src/transfer/throttle.ts";
-import { rawGet, rawRequest, ServerRig, type RawResponse } from "../helpers/raw-http.ts";
-
-/** ServedFiles over a map, recording invalidations. */
-class FakeServed implements ServedFiles {
-  readonly files = new Map<string, ServedFile>();
-  readonly pieceLists = new Map<string, Uint8Array>();
-  readonly invalidated: string[] = [];
-
-  bySha256(sha256: string): ServedFile | null {
-    return this.files.get(sha256) ?? null;
-  }
-
-  pieceListByKey(keyHex: string): Uint8Array | null {
-    return this.pieceLists.get(keyHex) ?? null;
-  }
-
-  invalidate(sha256: string): void {
-    this.invalidated.push(sha256);
-    this.files.delete(sha256);
-  }
-}
-
-const sha256Hex = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
-const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
-const patterned = (size: number, seed: number) => new Uint8Array(size).map((_, i) => (i * 31 + seed) % 251);
+import { THROTTLE_CHUNK_BYTES, TokenBucket } from "../../src/transfer/throttle.ts";
+import { patterned, peerFixture, type FakeServed, type PeerFile, type PeerFixture } from "../helpers/peer-fixture.ts";
 
 const A: RequestInfo = { remoteAddress: "10.0.0.1", remotePort: 40000, rawTarget: "/" };
 const B: RequestInfo = { remoteAddress: "10.0.0.2", remotePort: 40001, rawTarget: "/" };
 
-let dir: string;
+let fixture: PeerFixture;
 let served: FakeServed;
 let stats: PeerServerStats;
 let deps: PeerServerDeps;
-let small: { bytes: Uint8Array; file: ServedFile };
-let large: { bytes: Uint8Array; file: ServedFile };
+let small: PeerFile;
+let large: PeerFile;
 let piecesKey: string;
 let piecesItem: Uint8Array;
-
-async function addFile(name: string, bytes: Uint8Array): Promise<{ bytes: Uint8Array; file: ServedFile }> {
-  const path = join(dir, name);
-  await writeFile(path, bytes);
-  const info = await stat(path);
-  const file: ServedFile = { sha256: sha256Hex(bytes), size: bytes.length, path, mtimeMs: info.mtimeMs, pieces: [] };
-  served.files.set(file.sha256, file);
-  return { bytes, file };
-}
+let addFile: PeerFixture["addFile"];
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "apt-p2p-peer-"));
-  served = new FakeServed();
-  stats = newPeerServerStats();
-  deps = { served, bucket: null, slots: new UploadSlots(2), stats, sleep: async () => {} };
-  small = await addFile("small.deb", patterned(1000, 7));
-  large = await addFile("large.deb", patterned(3 * THROTTLE_CHUNK_BYTES + 123, 11));
-  const hashes = [new Uint8Array(20).fill(1), new Uint8Array(20).fill(2)];
-  piecesItem = pieceListItem(hashes);
-  piecesKey = hex(pieceListKey(hashes));
-  served.pieceLists.set(piecesKey, piecesItem);
+  fixture = await peerFixture();
+  ({ served, stats, deps, small, large, piecesKey, piecesItem, addFile } = fixture);
 });
 
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+afterEach(() => fixture.remove());
 
 function get(path: string, headers: Record<string, string> = {}, method = "GET"): Request {
   return new Request(`http://127.0.0.1:9${path}`, { method, headers });
@@ -160,7 +119,7 @@ describe("handlePeer() files by SHA-256", () => {
     ["dot-dot segments", () => "/~/../../etc/passwd"],
     ["encoded dot-dot segments", () => "/~/%2e%2e/%2E%2E/etc/passwd"],
     ["encoded slashes", () => "/~/..%2f..%2fetc%2fpasswd"],
-    ["dot-dot into the temp directory", () => `/~/../..${dir}/small.deb`],
+    ["dot-dot into the temp directory", () => `/~/../..${fixture.dir}/small.deb`],
   ];
   for (const [what, path] of notServed) {
     test(`${what} → 404`, async () => {
@@ -356,151 +315,3 @@ describe("handlePeer() upload slots", () => {
 // ---- Over a socket -------------------------------------------------------------------------------
 
 /** Peers find each answer's end by its Content-Length: never chunked, never delimited by the close. */
-function expectLengthFramed(responses: RawResponse[]): void {
-  for (const response of responses) {
-    expect(response.headers.get("transfer-encoding")).toBeUndefined();
-    expect(response.headers.get("content-length")).toMatch(/^\d+$/);
-  }
-}
-
-/**
- * An upload rate of one throttle chunk per second on a clock that moves only when the test opens a
- * gate: each wait of the body parks until the test calls the next function in the returned list.
- */
-function gatedBucket(): (() => void)[] {
-  const clock = { ms: 0 };
-  const gates: (() => void)[] = [];
-  deps.bucket = new TokenBucket({ bytesPerSecond: THROTTLE_CHUNK_BYTES, now: () => clock.ms });
-  deps.sleep = (ms) =>
-    new Promise<void>((resolve) =>
-      gates.push(() => {
-        clock.ms += ms;
-        resolve();
-      }),
-    );
-  return gates;
-}
-
-describe("peer server over a socket", () => {
-  const rig = new ServerRig();
-  const clients = rig.clients;
-  afterEach(() => rig.close());
-  const start = () => rig.start((request, info) => handlePeer(request, info, deps));
-
-  test("answers pipelined requests complete and in order, then reuses the connection", async () => {
-    // The server handles pipelined requests as they are parsed and sends the answers in order, so their
-    // uploads overlap: room for them all (the cap has tests of its own above).
-    deps.slots = new UploadSlots(8);
-    const client = await start();
-    const responses = await client.exchange([
-      rawGet(`/~/${large.file.sha256}`, "Range: bytes=100-199"),
-      rawRequest("HEAD", `/~/${small.file.sha256}`),
-      rawGet(`/~/${large.file.sha256}`),
-      rawGet(`/~/${"a".repeat(64)}`),
-      rawGet(`/~/${small.file.sha256}`),
-      rawGet(`/~/pieces/${piecesKey}`),
-      rawGet("/~/../../etc/passwd"),
-    ]);
-    expectLengthFramed(responses);
-    expect(responses.map((r) => r.status)).toEqual([206, 200, 200, 404, 200, 200, 404]);
-    expect(responses[0]!.headers.get("content-range")).toBe(`bytes 100-199/${large.bytes.length}`);
-    expect(responses[0]!.body).toEqual(Buffer.from(large.bytes.subarray(100, 200)));
-    expect(responses[1]!.headers.get("content-length")).toBe("1000");
-    expect(responses[1]!.body.length).toBe(0);
-    expect(responses[2]!.body).toEqual(Buffer.from(large.bytes));
-    expect(responses[3]!.body.toString()).toBe("Not found\n");
-    expect(responses[4]!.body).toEqual(Buffer.from(small.bytes));
-    expect(responses[5]!.body).toEqual(Buffer.from(piecesItem));
-
-    const again = await client.exchange([
-      rawGet(`/~/${small.file.sha256}`, "Range: bytes=-10"),
-      rawGet(`/~/${small.file.sha256}`, "Range: bytes=5000-"),
-    ]);
-    expectLengthFramed(again);
-    expect(again.map((r) => r.status)).toEqual([206, 416]);
-    expect(again[0]!.body).toEqual(Buffer.from(small.bytes.subarray(990)));
-    expect(again[1]!.headers.get("content-range")).toBe("bytes */1000");
-    expect(stats.requests).toBe(9);
-    expect(deps.slots.total()).toBe(0);
-  });
-
-  test("uploads are paced by the bucket", async () => {
-    const clock = { ms: 0 };
-    const waits: number[] = [];
-    const rate = 50_000;
-    deps.bucket = new TokenBucket({ bytesPerSecond: rate, burstBytes: 10_000, now: () => clock.ms });
-    deps.sleep = async (ms) => {
-      waits.push(ms);
-      clock.ms += ms;
-    };
-    const client = await start();
-    const responses = await client.exchange([rawGet(`/~/${large.file.sha256}`)]);
-    expectLengthFramed(responses);
-    expect(responses[0]!.body).toEqual(Buffer.from(large.bytes));
-    const total = waits.reduce((a, b) => a + b, 0);
-    const expected = ((large.bytes.length - 10_000) * 1000) / rate;
-    expect(waits.length).toBe(Math.ceil(large.bytes.length / THROTTLE_CHUNK_BYTES));
-    expect(total).toBeGreaterThanOrEqual(expected);
-    expect(total).toBeLessThanOrEqual(expected + waits.length);
-  });
-
-  // The server sends files itself from reused buffers (src/http/server.ts sendDirect), chunk by chunk with
-  // backpressure: every body must still be the right bytes, whole and in order.
-  test("512 KiB ranges pipelined to a reader that keeps pausing arrive intact", async () => {
-    const big = await addFile("big.deb", patterned(8 * 512 * 1024 + 777, 9));
-    deps.slots = new UploadSlots(16);
-    const client = await start();
-    let pauses = 0;
-    client.socket.on("data", () => {
-      if (pauses++ % 3 !== 0) return;
-      client.socket.pause();
-      setTimeout(() => client.socket.resume(), 5);
-    });
-    const pieces = [3, 0, 7, 8, 1, 6, 2, 5, 4, 3];
-    const responses = await client.exchange(
-      pieces.map((p) => rawGet(`/~/${big.file.sha256}`, `Range: bytes=${p * 524288}-${Math.min((p + 1) * 524288, big.bytes.length) - 1}`)),
-    );
-    expectLengthFramed(responses);
-    expect(responses.map((r) => r.status)).toEqual(pieces.map(() => 206));
-    responses.forEach((r, i) => expect(r.body.equals(Buffer.from(big.bytes.subarray(pieces[i]! * 524288, (pieces[i]! + 1) * 524288)))).toBe(true));
-    const [whole] = await client.exchange([rawGet(`/~/${big.file.sha256}`)]);
-    expectLengthFramed([whole!]);
-    expect(whole!.body.equals(Buffer.from(big.bytes))).toBe(true);
-    expect(stats.bytesSent).toBe(responses.reduce((sum, r) => sum + r.body.length, 0) + big.bytes.length);
-    expect(deps.slots.total()).toBe(0);
-  });
-
-  test("a file that shrinks while it is sent cuts the connection, frees the slot and is invalidated", async () => {
-    const huge = await addFile("huge.deb", patterned(1024 * 1024, 4));
-    const gates = gatedBucket();
-    const client = await start();
-    client.send(rawGet(`/~/${huge.file.sha256}`));
-    for (let i = 0; i < 200 && gates.length === 0; i++) await Bun.sleep(5);
-    expect(client.received.length).toBeGreaterThan(THROTTLE_CHUNK_BYTES);
-    await truncate(huge.file.path, 100);
-    gates.shift()!();
-    await client.closed();
-    expect(client.received.length).toBeLessThan(huge.bytes.length);
-    expect(deps.slots.total()).toBe(0);
-    expect(served.invalidated).toEqual([huge.file.sha256]);
-  });
-
-  // src/http/server.ts waits for "drain" or "close": on a response whose socket has closed, "drain"
-  // never comes, and the body must still be cancelled so that the slot is freed.
-  test("the slot is released when the client closes the connection midway", async () => {
-    const huge = await addFile("huge.deb", patterned(4 * 1024 * 1024, 5));
-    const gates = gatedBucket();
-    const client = await start();
-    client.send(rawGet(`/~/${huge.file.sha256}`));
-    for (let i = 0; i < 200 && gates.length === 0; i++) await Bun.sleep(5);
-    expect(client.received.length).toBeGreaterThan(0);
-    expect(deps.slots.active("127.0.0.1")).toBe(1);
-    await client.destroy();
-    for (let i = 0; i < 200 && deps.slots.total() > 0; i++) {
-      gates.shift()?.();
-      await Bun.sleep(5);
-    }
-    expect(deps.slots.total()).toBe(0);
-    expect(stats.bytesSent).toBeLessThan(huge.bytes.length);
-  });
-});
