@@ -155,7 +155,10 @@ class Lookup {
     // lookup has (one lost datagram to the only bootstrap node must not end a join empty-handed), so
     // their resend's answer or final timeout is awaited.
     const slowPending = this.ranked.some((c) => c.state === "slow") || this.anonymous.some((c) => c.state === "slow");
-    const enough = window.length === this.request.k;
+    // A get_peers lookup that already holds peers does not wait for slow nodes either: in a DHT of a few
+    // machines (an office) the K closest never fill, and one machine gone since it was last seen would
+    // otherwise hold every lookup for the transport's whole timeout, and a download back with it.
+    const enough = window.length === this.request.k || (this.request.method === "get_peers" && this.values.size > 0);
     if (!seedsOpen && window.every((c) => c.state === "answered") && (enough || !slowPending)) return this.complete();
 
     const next = [...this.anonymous.filter((c) => c.state === "new"), ...window.filter((c) => c.state === "new")];
