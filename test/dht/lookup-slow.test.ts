@@ -8,14 +8,9 @@ import { lookup, type LookupDeps } from "../../src/dht/lookup.ts";
 import type { Answer } from "../../src/dht/rpc.ts";
 import { seededRandom } from "./fakes.ts";
 
-test("a silent node among the closest does not stall a lookup once others answered quickly", async () => {
-  const random = seededRandom(5);
-  const nodes: Contact[] = Array.from({ length: 20 }, (_, i) => ({ id: random.bytes(20), address: `10.1.0.${i}`, port: 6881 }));
-  const target = random.bytes(20);
-  const sorted = [...nodes].sort((a, b) => compareDistance(target, a.id, b.id));
-  const silent = sorted[0]!; // the closest node never answers, and the transport never gives up on it
-  let silentAsked = 0;
-  const deps: LookupDeps = {
+/** Lookup deps on the real clock and timers, answering through `query`. */
+function realTimeDeps(query: LookupDeps["query"]): LookupDeps {
+  return {
     ownId: new Uint8Array(20).fill(0xff),
     now: () => performance.now(),
     schedule: (fn, ms) => {
@@ -24,7 +19,19 @@ test("a silent node among the closest does not stall a lookup once others answer
     },
     onAnswer: () => {},
     onFailure: () => {},
-    query: (to) =>
+    query,
+  };
+}
+
+test("a silent node among the closest does not stall a lookup once others answered quickly", async () => {
+  const random = seededRandom(5);
+  const nodes: Contact[] = Array.from({ length: 20 }, (_, i) => ({ id: random.bytes(20), address: `10.1.0.${i}`, port: 6881 }));
+  const target = random.bytes(20);
+  const sorted = [...nodes].sort((a, b) => compareDistance(target, a.id, b.id));
+  const silent = sorted[0]!; // the closest node never answers, and the transport never gives up on it
+  let silentAsked = 0;
+  const deps = realTimeDeps(
+    (to) =>
       new Promise<Answer>((resolve) => {
         const node = nodes.find((n) => n.address === to.address)!;
         if (node === silent) {
@@ -33,7 +40,7 @@ test("a silent node among the closest does not stall a lookup once others answer
         }
         setTimeout(() => resolve({ body: { id: node.id, nodes }, from: to, rttMs: 1 }), 1);
       }),
-  };
+  );
   const result = await lookup({ target, method: "find_node", seeds: nodes.slice(0, 5), k: 8, alpha: 3 }, deps);
   expect(silentAsked).toBe(1);
   expect(result.closest.map((c) => c.contact.address)).toEqual(sorted.slice(1, 9).map((n) => n.address));
@@ -48,24 +55,14 @@ test("in a DHT of fewer than K nodes, get_peers holding peers does not wait for 
   const gone = nodes[3]!;
   let transportGaveUp!: () => void;
   const giveUp = new Promise<void>((resolve) => (transportGaveUp = resolve));
-  const deps: LookupDeps = {
-    ownId: new Uint8Array(20).fill(0xff),
-    now: () => performance.now(),
-    schedule: (fn, ms) => {
-      const handle = setTimeout(fn, ms);
-      return () => clearTimeout(handle);
-    },
-    onAnswer: () => {},
-    onFailure: () => {},
-    query: (to) => {
-      const node = nodes.find((n) => n.address === to.address)!;
-      // The gone node's query fails only when the test says the transport timed out.
-      if (node === gone) return giveUp.then(() => Promise.reject(new Error("timeout")));
-      return new Promise<Answer>((resolve) =>
-        setTimeout(() => resolve({ body: { id: node.id, nodes, values: [{ address: "10.9.0.1", port: 9977 }] }, from: to, rttMs: 1 }), 1),
-      );
-    },
-  };
+  const deps = realTimeDeps((to) => {
+    const node = nodes.find((n) => n.address === to.address)!;
+    // The gone node's query fails only when the test says the transport timed out.
+    if (node === gone) return giveUp.then(() => Promise.reject(new Error("timeout")));
+    return new Promise<Answer>((resolve) =>
+      setTimeout(() => resolve({ body: { id: node.id, nodes, values: [{ address: "10.9.0.1", port: 9977 }] }, from: to, rttMs: 1 }), 1),
+    );
+  });
   const peers = await lookup({ target, method: "get_peers", seeds: nodes, k: 8, alpha: 4 }, deps);
   expect(peers.values).toEqual([{ address: "10.9.0.1", port: 9977 }]);
   // A join (find_node) with fewer than K nodes known waits for the last one's fate: it may be all there is.
