@@ -2,6 +2,7 @@
  * The peer server's test files: served files over a map, a small (1000 bytes) and a large (three
  * throttle chunks and some) file on disk, a piece list, and the deps handlePeer() takes.
  */
+import { afterEach, beforeEach } from "bun:test";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -81,4 +82,17 @@ export async function peerFixture(): Promise<PeerFixture> {
     addFile,
     remove: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * A fresh fixture for every test of the calling file (made in beforeEach, removed in afterEach); read
+ * its fields inside tests, where they belong to the test running.
+ */
+export function usePeerFixture(): PeerFixture {
+  const current = {} as PeerFixture;
+  beforeEach(async () => {
+    Object.assign(current, await peerFixture());
+  });
+  afterEach(() => current.remove());
+  return current;
 }
