@@ -7,6 +7,7 @@ import { idFromHex, idToHex } from "../dht/id.ts";
 import type { DhtNode } from "../dht/node.ts";
 import { AptP2pError, ErrorCode } from "../errors.ts";
 import { isLoopback, type RequestInfo } from "../http/server.ts";
+import { textResponse as text } from "../http/text-response.ts";
 import { clientAllowed, type Cidr } from "../proxy/allow.ts";
 import type { Obtained } from "../transfer/obtain.ts";
 import { parseDownloadRequest, type DownloadEvent, type DownloadRequest } from "./downloads.ts";
@@ -123,6 +124,3 @@ function json(body: unknown): Response {
   return new Response(`${JSON.stringify(body)}\n`, { headers: { "Content-Type": "application/json" } });
 }
 
-function text(status: number, body: string): Response {
-  return new Response(body, { status, headers: { "Content-Type": "text/plain; charset=utf-8" } });
-}

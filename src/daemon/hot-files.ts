@@ -68,8 +68,9 @@ export class HotFiles {
   }
 
   /**
-   * Reads the file at `path` and holds it if its bytes hash to `sha256`. Returns the bytes, or undefined
-   * when the file no longer is that content (changed, shortened, gone): the caller stops serving it.
+   * Reads the file at `path` (of a size `admits()` took) and holds it if its bytes hash to `sha256`.
+   * Returns the bytes, or undefined when the file no longer is that content (changed, shortened, gone):
+   * the caller stops serving it.
    */
   load(file: { path: string; sha256: string }): Uint8Array | undefined {
     let bytes: Uint8Array;
@@ -81,7 +82,6 @@ export class HotFiles {
     if (new Bun.CryptoHasher("sha256").update(bytes).digest("hex") !== file.sha256) return undefined;
     this.loads += 1;
     this.lastUse = this.now();
-    if (!this.admits(bytes.length)) return bytes;
     this.drop(file.sha256);
     this.files.set(file.sha256, bytes);
     this.heldBytes += bytes.length;

@@ -12,6 +12,7 @@
 import { statSync } from "node:fs";
 import { contentRange, parseRange } from "../http/range.ts";
 import { directResponse, fileRangeBody, memoryBody } from "../http/direct-body.ts";
+import { textResponse as text } from "../http/text-response.ts";
 import type { HotFiles } from "./hot-files.ts";
 import type { RequestInfo } from "../http/server.ts";
 import type { ServedFile, ServedFiles } from "../store/served.ts";
@@ -101,7 +102,6 @@ async function serveKnownFile(request: Request, info: RequestInfo, deps: PeerSer
     if (!current) {
       unpin();
       deps.served.invalidate(sha256);
-      deps.hot?.drop(sha256);
       return notFound(deps);
     }
   }
@@ -207,18 +207,9 @@ function unchangedOnDisk(file: ServedFile): boolean {
   }
 }
 
-
 function notFound(deps: PeerServerDeps): Response {
   deps.stats.notFound += 1;
   return text(404, "Not found\n");
-}
-
-function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  const bytes = new TextEncoder().encode(body);
-  return new Response(bytes, {
-    status,
-    headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Length": String(bytes.length), ...headers },
-  });
 }
 
 function defaultSleep(ms: number): Promise<void> {

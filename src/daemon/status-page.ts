@@ -9,6 +9,7 @@
  */
 
 import type { RequestInfo } from "../http/server.ts";
+import { textResponse as text } from "../http/text-response.ts";
 import { clientAllowed, type Cidr } from "../proxy/allow.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics, type MetricsSnapshot } from "./metrics.ts";
 
@@ -44,10 +45,6 @@ export function handleStatus(request: Request, info: RequestInfo, deps: StatusDe
       "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
     },
   });
-}
-
-function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  return new Response(body, { status, headers: { "Content-Type": "text/plain; charset=utf-8", ...headers } });
 }
 
 const STYLE = `

@@ -12,6 +12,7 @@ import { BufferPool } from "../transfer/buffer-pool.ts";
 import { directBodyOf, type BodyOutcome, type DirectBody } from "./direct-body.ts";
 import { parseRequestHead, type RequestHead } from "./request-head.ts";
 import { SocketWriter } from "./socket-writer.ts";
+import { textResponse as text } from "./text-response.ts";
 
 export interface RequestInfo {
   remoteAddress: string;
@@ -137,6 +138,12 @@ class Connection {
     else this.socket.end();
   }
 
+  /** A body failed midway: logged (unless the client had left anyway), and the connection cut. */
+  private bodyFailed(err: unknown, reset = false): void {
+    if (!this.gone) console.error(`apt-p2p: a response body failed, connection cut: ${err instanceof Error ? err.message : String(err)}`);
+    this.cut(reset);
+  }
+
   private parse(): void {
     let offset = 0;
     while (!this.stopped && this.queue.length < MAX_PIPELINED) {
@@ -216,14 +223,14 @@ class Connection {
       while (this.queue.length > 0) {
         const exchange = this.queue[0]!;
         const response = await exchange.response;
-        let keepAlive: boolean;
+        let keepAlive = false;
         try {
-          keepAlive = this.gone ? discard(response) : await this.send(exchange, response);
+          if (this.gone) discard(response);
+          else keepAlive = await this.send(exchange, response);
         } catch (err) {
           // A Response that cannot be sent (its body already read, say) ends its connection, not the process.
           console.error(`apt-p2p: cannot send the response to ${exchange.method}:`, err);
           this.cut();
-          keepAlive = false;
         }
         this.queue.shift();
         if (!keepAlive && !this.gone) {
@@ -265,7 +272,9 @@ class Connection {
       if (name === "date") hasDate = true;
       head += `${titleCase(name)}: ${value}\r\n`;
     });
-    if (bodiless ? status === 304 && declared !== null : length !== undefined) head += `Content-Length: ${bodiless ? declared : length}\r\n`;
+    // A 304 may repeat the length of what it stands for; other bodiless statuses carry none.
+    const shownLength = bodiless ? (status === 304 ? (declared ?? undefined) : undefined) : length;
+    if (shownLength !== undefined) head += `Content-Length: ${shownLength}\r\n`;
     if (chunked) head += "Transfer-Encoding: chunked\r\n";
     if (!hasDate) head += `Date: ${httpDate()}\r\n`;
     if (!keepAlive) head += "Connection: close\r\n";
@@ -325,8 +334,7 @@ class Connection {
       outcome = "complete";
       return true;
     } catch (err) {
-      if (!this.gone) console.error(`apt-p2p: a response body failed, connection cut: ${err instanceof Error ? err.message : String(err)}`);
-      this.cut();
+      this.bodyFailed(err);
       return false;
     } finally {
       // Settled at once, not after anything that yields: the next pipelined response may start as soon
@@ -363,10 +371,9 @@ class Connection {
     } catch (err) {
       // The body failed midway (for example a download that did not verify): the client must see a
       // failed transfer, never a complete wrong file.
-      if (!this.gone) console.error(`apt-p2p: a response body failed, connection cut: ${err instanceof Error ? err.message : String(err)}`);
       reader.cancel(err).catch(() => undefined);
       // A body delimited by the connection's end must not end in an orderly close: reset it.
-      this.cut(length === undefined && !chunked);
+      this.bodyFailed(err, length === undefined && !chunked);
       return false;
     } finally {
       this.activeReader = undefined;
@@ -391,16 +398,11 @@ const REASONS: Record<number, string> = {
 /** Fields the server writes itself from how it frames the body. */
 const FRAMING_FIELDS = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
 
-/** Releases what a response's body holds without sending it; false, so that it reads as "do not keep alive". */
-function discard(response: Response): boolean {
+/** Releases what a response's body holds without sending it. */
+function discard(response: Response): void {
   const direct = directBodyOf(response);
   if (direct !== undefined) direct.settle("cancelled");
   else response.body?.cancel().catch(() => undefined);
-  return false;
-}
-
-function text(status: number, body: string, headers: Record<string, string> = {}): Response {
-  return new Response(body, { status, headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Length": String(Buffer.byteLength(body)), ...headers } });
 }
 
 function toRequest(head: RequestHead, body: Uint8Array | undefined): Request {

@@ -14,6 +14,7 @@
 import { open, rm, stat, type FileHandle } from "node:fs/promises";
 import { AptP2pError, ErrorCode, HashMismatchError } from "../errors.ts";
 import { directResponse, fileRangeBody } from "../http/direct-body.ts";
+import { textResponse } from "../http/text-response.ts";
 import type { Fetcher } from "../http/fetch.ts";
 import { contentRange, parseRange } from "../http/range.ts";
 import type { RequestInfo } from "../http/server.ts";
@@ -371,12 +372,9 @@ function refuse(deps: ProxyDeps, status: number, message: string, extra: Record<
   return text(status, message, extra);
 }
 
+/** A one-line message as a plain-text answer, ending in a newline as APT shows it. */
 function text(status: number, message: string, extra: Record<string, string> = {}): Response {
-  const bytes = new TextEncoder().encode(message.endsWith("\n") ? message : `${message}\n`);
-  return new Response(bytes, {
-    status,
-    headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Length": String(bytes.length), ...extra },
-  });
+  return textResponse(status, message.endsWith("\n") ? message : `${message}\n`, extra);
 }
 
 function isLoopbackHost(host: string): boolean {

@@ -1,9 +1,11 @@
 /** Responses and bodies that handlers in the HTTP server tests answer with. */
+import { afterEach, beforeEach, spyOn } from "bun:test";
 import type { Handler } from "../../src/http/server.ts";
+import { textResponse as plainText } from "../../src/http/text-response.ts";
 
-/** A text response with its Content-Length (a string body alone would be sent chunked). */
+/** A 200 text response with its Content-Length (a string body alone would be sent chunked). */
 export function textResponse(body: string, init: { headers?: Record<string, string> } = {}): Response {
-  return new Response(body, { headers: { "Content-Length": String(Buffer.byteLength(body)), ...init.headers } });
+  return plainText(200, body, init.headers);
 }
 
 /** Answers with the request's path, for tests where only the order or the count matters. */
@@ -30,4 +32,21 @@ export function patterned(size: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(size);
   for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) % 251;
   return bytes;
+}
+
+/**
+ * Silences console.error for every test of the enclosing describe (the server logs each failure) and
+ * gives the spy, to count what was logged.
+ */
+export function mutedErrors(): { readonly spy: ReturnType<typeof spyOn<Console, "error">> } {
+  let spy: ReturnType<typeof spyOn<Console, "error">> | undefined;
+  beforeEach(() => {
+    spy = spyOn(console, "error").mockImplementation(() => undefined);
+  });
+  afterEach(() => spy?.mockRestore());
+  return {
+    get spy() {
+      return spy!;
+    },
+  };
 }

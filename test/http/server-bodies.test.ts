@@ -3,14 +3,14 @@
  * direct bodies, stream bodies that fail, clients that go away midway, and large bodies sent with
  * backpressure. Framing, pipelining and refusals are in server.test.ts.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, spyOn, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { directResponse, fileRangeBody, memoryBody, type BodyOutcome, type DirectBody } from "../../src/http/direct-body.ts";
 import type { Handler } from "../../src/http/server.ts";
 import { RAW_WAIT_MS, rawGet, rawRequest, serverCaughtUp, ServerRig } from "../helpers/raw-http.ts";
-import { echoPath, patterned, streamOf, textResponse } from "../helpers/responses.ts";
+import { echoPath, mutedErrors, patterned, streamOf, textResponse } from "../helpers/responses.ts";
 
 const rig = new ServerRig();
 const clients = rig.clients;
@@ -164,13 +164,7 @@ describe("listen() direct bodies", () => {
 
 describe("listen() bodies that fail", () => {
   // The server logs each failure; kept off the test output, and counted where a test cares.
-  let logged: ReturnType<typeof spyOn<Console, "error">>;
-  beforeEach(() => {
-    logged = spyOn(console, "error").mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    logged.mockRestore();
-  });
+  const muted = mutedErrors();
 
   test("cuts the connection when a stream body fails midway: the client sees fewer bytes than the Content-Length", async () => {
     const client = await start(() => new Response(streamOf(["a".repeat(40)], new Error("piece 3 did not verify")), { headers: { "Content-Length": "100" } }));
@@ -203,7 +197,7 @@ describe("listen() bodies that fail", () => {
     client.send("GET /stream HTTP/1.0\r\n\r\n");
     await client.closed();
     expect(client.error?.code).toBe("ECONNRESET");
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(muted.spy).toHaveBeenCalledTimes(1);
   });
 });
 

@@ -3,10 +3,10 @@
  * order, keep-alive and close, response framing, failing handlers and refused requests. Request and
  * response bodies (direct, stream, backpressure, cancellation) are in server-bodies.test.ts.
  */
-import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import type { Handler } from "../../src/http/server.ts";
 import { rawGet, rawRequest, serverCaughtUp, ServerRig } from "../helpers/raw-http.ts";
-import { echoPath, patterned, streamOf, textResponse } from "../helpers/responses.ts";
+import { echoPath, mutedErrors, patterned, streamOf, textResponse } from "../helpers/responses.ts";
 
 const rig = new ServerRig();
 const clients = rig.clients;
@@ -198,13 +198,7 @@ describe("listen() response framing", () => {
 
 describe("listen() when a handler fails", () => {
   // The server logs each failure; kept off the test output, and counted where a test cares.
-  let logged: ReturnType<typeof spyOn<Console, "error">>;
-  beforeEach(() => {
-    logged = spyOn(console, "error").mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    logged.mockRestore();
-  });
+  const muted = mutedErrors();
 
   test("ends the connection, and keeps serving others, when a handler's Response body was already read", async () => {
     const s = await serve(async (req) => {
@@ -218,7 +212,7 @@ describe("listen() when a handler fails", () => {
     expect(client.received.length).toBe(0);
     const other = await clients.open(s.port);
     expect((await other.exchange([rawGet("/fine")]))[0]!.body.toString()).toBe("read once");
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(muted.spy).toHaveBeenCalledTimes(1);
   });
 
   test("answers 500 when the handler throws, logs it, and the connection stays usable", async () => {
@@ -230,7 +224,7 @@ describe("listen() when a handler fails", () => {
     expect(responses.map((r) => r.status)).toEqual([500, 200]);
     expect(responses[1]!.body.toString()).toBe("fine");
     expect((await client.exchange([rawGet("/ok")]))[0]!.status).toBe(200);
-    expect(logged).toHaveBeenCalledTimes(1);
+    expect(muted.spy).toHaveBeenCalledTimes(1);
   });
 });
 
