@@ -129,11 +129,18 @@ export async function buildRepo(root: string, options: RepoOptions): Promise<Rep
   return { root, suite, key: options.key, debs };
 }
 
+/**
+ * The hashes Debian's archive lists for each file (MD5sum and SHA256 in Packages, MD5Sum and SHA256 in
+ * Release), not apt-ftparchive's default four: APT computes every hash listed for a file as it receives
+ * it, and SHA1 plus SHA512 would double its CPU per byte, unlike any real install.
+ */
+const DEBIAN_HASHES = ["-oAPT::FTPArchive::SHA1=false", "-oAPT::FTPArchive::SHA512=false"];
+
 /** (Re)writes Packages, Release, InRelease and Release.gpg from the pool. */
 export async function publishIndexes(root: string, suite: string, options: { key: GpgKey; byHash?: boolean }): Promise<void> {
   const binDir = join(root, "dists", suite, "main/binary-amd64");
   await mkdir(binDir, { recursive: true });
-  const packages = await run(["apt-ftparchive", "packages", "pool"], { cwd: root });
+  const packages = await run(["apt-ftparchive", ...DEBIAN_HASHES, "packages", "pool"], { cwd: root });
   await writePackagesFiles(binDir, packages, options.byHash ?? false);
   await signRelease(root, suite, options);
 }
@@ -172,7 +179,7 @@ export async function signReleaseIn(dist: string, suite: string, options: SignOp
   ];
   if (options.byHash) opts.push("-oAPT::FTPArchive::Release::Acquire-By-Hash=yes");
   for (const name of ["Release", "InRelease", "Release.gpg"]) await rm(join(dist, name), { force: true });
-  let release = await run(["apt-ftparchive", ...opts, "release", "."], { cwd: dist });
+  let release = await run(["apt-ftparchive", ...DEBIAN_HASHES, ...opts, "release", "."], { cwd: dist });
   if (options.validUntil !== undefined) release = release.replace(/^(Date: .*)$/m, `$1\nValid-Until: ${options.validUntil.toUTCString()}`);
   await writeFile(join(dist, "Release"), release);
   const gpg = ["gpg", "--homedir", options.key.home, "--batch", "--yes", "--local-user", options.key.fingerprint];
@@ -191,7 +198,7 @@ export async function buildFlatRepo(root: string, options: { key: GpgKey; packag
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-  await writePackagesFiles(root, await run(["apt-ftparchive", "packages", "."], { cwd: root }), false);
+  await writePackagesFiles(root, await run(["apt-ftparchive", ...DEBIAN_HASHES, "packages", "."], { cwd: root }), false);
   await signReleaseIn(root, "flat", options);
 }
 

@@ -266,7 +266,8 @@ describe("apt-get through the proxy", () => {
     const daemon = await proxy(false);
     const names = ["tiny", "small", "three", "lonely"];
     const counts = () => names.map((n) => debRequests(n).length);
-    const packagesRequests = () => mirror.requests.filter((r) => /Packages/.test(r.path)).length;
+    // The binary index, by name or by hash (APT asks for by-hash/SHA256/... when the Release offers it).
+    const packagesRequests = () => mirror.requests.filter((r) => /binary-amd64\/(Packages|by-hash\/)/.test(r.path)).length;
     const before = counts();
     const indexBefore = packagesRequests();
     const clients = await Promise.all(Array.from({ length: 10 }, () => apt(daemon, "proxy")));
