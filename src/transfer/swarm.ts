@@ -5,6 +5,7 @@
  * it is the only piece); bad pieces are refetched elsewhere and their source penalised, then banned. The
  * whole file is checked against the SHA-256 from the signed index before it is kept.
  */
+import { writeSync } from "node:fs";
 import { rm, type FileHandle } from "node:fs/promises";
 import { AptP2pError, ErrorCode, HashMismatchError, asDestinationError } from "../errors.ts";
 import type { Fetcher } from "../http/fetch.ts";
@@ -176,7 +177,6 @@ class SwarmRun {
   private settled = false;
   private lastError: unknown;
   private wakeTimer: ReturnType<typeof setTimeout> | undefined;
-  private writes: Promise<unknown> = Promise.resolve();
   private readonly hasher = new Bun.CryptoHasher("sha256");
   private hashedUpTo = 0;
   private readonly buffered = new Map<number, { bytes: Uint8Array; release: () => void }>();
@@ -271,16 +271,18 @@ class SwarmRun {
           info.errors = 0;
           const cancel = this.scheduler.completed(piece, sourceId);
           for (const other of cancel) this.inFlight.get(`${piece}@${other}`)?.abort();
-          // Writes go one after another in the background; the slot is free for the next piece now. The
-          // buffer goes back to the pool once both the write and the whole-file hash are done with it.
-          let holds = 2;
-          const release = () => {
-            if (--holds === 0) this.pool.give(bytes);
-          };
-          this.writes = this.writes.then(async () => {
-            await this.file.write(bytes, 0, bytes.length, range.start).finally(release);
-            this.markWritten(piece);
-          });
+          // Written at once, on this thread: a piece goes into the page cache in about 0.1 ms, and a write
+          // through the thread pool cost several times that in CPU (a 71 MB download from three local
+          // peers took 6–7 ms of CPU per MB with pooled writes, 2–3 with these). The buffer goes
+          // back to the pool once the whole-file hash is done with it.
+          try {
+            writeAllSync(this.file.fd, bytes, range.start);
+          } catch (err) {
+            this.pool.give(bytes);
+            throw err;
+          }
+          this.markWritten(piece);
+          const release = () => this.pool.give(bytes);
           if (this.wholeVerified) release();
           else this.feedHash(piece, bytes, release);
           this.count(info.kind, sourceId, range.end - range.start);
@@ -394,10 +396,6 @@ class SwarmRun {
     this.options.onPrefix(pieceRange(Math.min(this.writtenPrefix, last), this.target.size).start);
   }
 
-  private async settleWrites(): Promise<void> {
-    await this.writes;
-  }
-
   /**
    * The whole file's SHA-256 is computed as pieces land in order (pieces are asked for in file order, so
    * they mostly do); a piece that arrives early waits in memory, up to HASH_BUFFER_BYTES, else it is read
@@ -427,7 +425,6 @@ class SwarmRun {
 
   /** The SHA-256 of what was written, once run() has resolved. */
   async digest(): Promise<string> {
-    await this.writes;
     if (this.wholeVerified) return this.target.sha256;
     for (; this.hashedUpTo < this.scheduler.pieceCount; this.hashedUpTo++) {
       const held = this.buffered.get(this.hashedUpTo);
@@ -449,10 +446,7 @@ class SwarmRun {
     if (this.settled) return;
     this.settled = true;
     if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
-    this.settleWrites().then(
-      () => this.finish(),
-      (err: unknown) => this.fail(asDestinationError(this.target.name, err)),
-    );
+    this.finish();
   }
 
   private abort(err: unknown): void {
@@ -460,11 +454,13 @@ class SwarmRun {
     this.settled = true;
     if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
     for (const controller of this.inFlight.values()) controller.abort();
-    this.settleWrites().then(
-      () => this.fail(err),
-      () => this.fail(err),
-    );
+    this.fail(err);
   }
+}
+
+/** Writes all of `bytes` at `position` (a write may take less than it was given). */
+function writeAllSync(fd: number, bytes: Uint8Array, position: number): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 async function fetchPieceList(fetcher: Fetcher, peer: AnnouncedPeer, keyHex: string): Promise<Uint8Array | undefined> {
