@@ -286,6 +286,8 @@ async function waitForJoin(daemon: Daemon, contacts: number): Promise<void> {
 interface Via {
   proxy?: string;
   daemon?: Daemon;
+  /** The seeding peers, whose refusals for want of upload slots are counted. */
+  peers?: Daemon[];
 }
 
 interface ProxyBytes {
@@ -308,16 +310,17 @@ async function aptRun(label: string, sources: string, via: Via, packages: BenchP
   const timeoutMs = Math.max(60_000, (INSTALL_TIMEOUT_FACTOR * 1000 * totalBytes) / mirrorRate);
   try {
     const updated = await apt.update(UPDATE_TIMEOUT_MS);
-    const before = { mirror: await mirrorSent(), proxy: await proxyBytes(via.daemon) };
+    const before = { mirror: await mirrorSent(), proxy: await proxyBytes(via.daemon), busy: await peersBusy(via.peers) };
     const installed = await apt.downloadOnly(packages.map((p) => p.name), timeoutMs);
-    const after = { mirror: await mirrorSent(), proxy: await proxyBytes(via.daemon) };
+    const after = { mirror: await mirrorSent(), proxy: await proxyBytes(via.daemon), busy: await peersBusy(via.peers) };
     const mirrorBytes = after.mirror - before.mirror;
     await verifyArchives(apt.archives, packages);
     const split =
       before.proxy === null || after.proxy === null
         ? ""
         : `; the proxy got peers ${mb(after.proxy.peer - before.proxy.peer)}, mirror ${mb(after.proxy.mirror - before.proxy.mirror)}, cache ${mb(after.proxy.cache - before.proxy.cache)}`;
-    log(`${label}: ${fmt(installed.seconds)} s (update ${fmt(updated.seconds)} s); the mirror sent ${mb(mirrorBytes)}${split}; ${fetchedLine(installed.stdout)}; all ${packages.length} .debs verified`);
+    const busy = via.peers === undefined ? "" : `; the peers refused ${after.busy - before.busy} requests as busy (503)`;
+    log(`${label}: ${fmt(installed.seconds)} s (update ${fmt(updated.seconds)} s); the mirror sent ${mb(mirrorBytes)}${split}${busy}; ${fetchedLine(installed.stdout)}; all ${packages.length} .debs verified`);
     return { seconds: installed.seconds, mirrorBytes };
   } finally {
     await apt.remove();
@@ -335,6 +338,16 @@ async function proxyBytes(daemon: Daemon | undefined): Promise<ProxyBytes | null
     log(`status of the proxy on port ${daemon.port}: ${String(err)}`);
     return null;
   }
+}
+
+/** Requests the peers have refused so far for want of upload slots (their /metrics). */
+async function peersBusy(peers: Daemon[] | undefined): Promise<number> {
+  let total = 0;
+  for (const peer of peers ?? []) {
+    const metrics = await (await fetch(`${peer.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    total += Number(/^apt_p2p_peer_requests_total\{outcome="busy"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+  }
+  return total;
 }
 
 /** Bytes the mirror has sent so far (through its front, which every client reaches it by). */
@@ -405,7 +418,7 @@ async function main(): Promise<void> {
     setups.set(4, async () => {
       const proxy = await startProxy(`proxy-case4-run${run}`, sourcesFile, boot.port);
       await waitForJoin(proxy, 1 + peerCount);
-      return { proxy: proxy.url, daemon: proxy, done: () => untrack(proxy) };
+      return { proxy: proxy.url, daemon: proxy, peers: seeders, done: () => untrack(proxy) };
     });
   }
   if (cases.has(5)) {
