@@ -15,7 +15,7 @@ import { AptP2pError, ErrorCode, asDestinationError } from "../errors.ts";
 import { fetchUrl } from "../http/fetch.ts";
 import { listen, type HttpServer, type RequestInfo } from "../http/server.ts";
 import { ContentCache } from "../store/cache.ts";
-import { RangeClient } from "../transfer/range-client.ts";
+import { MAX_REQUESTS_PER_ORIGIN, RangeClient } from "../transfer/range-client.ts";
 import { parseCacheSize, resolveCacheLimit } from "../store/quota.ts";
 import { SeedIndex } from "../store/seed-index.ts";
 import { UploadSlots, uploadBucket } from "../transfer/throttle.ts";
@@ -74,8 +74,11 @@ export interface ServeConfig {
   cacheSize?: string;
 }
 
-/** Concurrent uploads to one address by default: a downloader keeps a few requests in flight. */
-export const DEFAULT_UPLOADS_PER_ADDRESS = 8;
+/**
+ * Concurrent uploads to one address by default: as many requests as one of our downloaders keeps in
+ * flight to a peer across all its downloads (src/transfer/range-client.ts).
+ */
+export const DEFAULT_UPLOADS_PER_ADDRESS = MAX_REQUESTS_PER_ORIGIN;
 
 interface DaemonParts {
   cache: ContentCache;

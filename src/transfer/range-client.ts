@@ -16,6 +16,13 @@ import { AptP2pError, ErrorCode } from "../errors.ts";
 export const MAX_HEAD_BYTES = 16 * 1024;
 /** Idle kept-alive connections kept per origin at most. */
 export const MAX_IDLE_PER_ORIGIN = 8;
+/**
+ * Requests in flight to one origin at most, across every download of the process; more wait their
+ * turn. A peer server gives one address this many upload slots by default and answers 503 beyond them:
+ * a proxy fetching four large files at once, four requests each to every peer, was refused, and a
+ * download that met three refusals in a row dropped the peer and took the file from the mirror.
+ */
+export const MAX_REQUESTS_PER_ORIGIN = 8;
 
 export interface RangeRequest {
   /** http://host:port/path */
@@ -56,6 +63,11 @@ interface Connection {
 
 export class RangeClient {
   private readonly idle = new Map<string, Connection[]>();
+  /** Requests in flight per origin, and those waiting for one of them to end. */
+  private readonly active = new Map<string, number>();
+  private readonly queued = new Map<string, (() => void)[]>();
+
+  constructor(private readonly maxPerOrigin = MAX_REQUESTS_PER_ORIGIN) {}
 
   /** Fills request.into with the range's bytes, or throws (AptP2pError; the signal's reason when aborted). */
   async get(request: RangeRequest): Promise<void> {
@@ -63,6 +75,55 @@ export class RangeClient {
     if (url.protocol !== "http:") throw new AptP2pError(ErrorCode.Internal, `RangeClient takes http: URLs only, not ${request.url}`);
     request.signal?.throwIfAborted();
     const origin = url.host;
+    await this.turn(origin, request.signal);
+    try {
+      await this.exchange(origin, url, request);
+    } finally {
+      this.done(origin);
+    }
+  }
+
+  /** Requests in flight to `origin` now (for tests). */
+  inFlight(origin: string): number {
+    return this.active.get(origin) ?? 0;
+  }
+
+  /** Waits until fewer than maxPerOrigin requests to `origin` are in flight, and takes a place. */
+  private async turn(origin: string, signal: AbortSignal | undefined): Promise<void> {
+    const active = this.active.get(origin) ?? 0;
+    if (active < this.maxPerOrigin) {
+      this.active.set(origin, active + 1);
+      return;
+    }
+    const queue = this.queued.get(origin) ?? [];
+    this.queued.set(origin, queue);
+    await new Promise<void>((resolve, reject) => {
+      // The place is handed over by done(): the count stays as it is.
+      const wake = () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const at = queue.indexOf(wake);
+        if (at >= 0) queue.splice(at, 1);
+        reject(signal!.reason);
+      };
+      queue.push(wake);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** A request to `origin` ended: the next waiting one goes, else the place is freed. */
+  private done(origin: string): void {
+    const next = this.queued.get(origin)?.shift();
+    if (next !== undefined) return next();
+    if (this.queued.get(origin)?.length === 0) this.queued.delete(origin);
+    const active = (this.active.get(origin) ?? 1) - 1;
+    if (active > 0) this.active.set(origin, active);
+    else this.active.delete(origin);
+  }
+
+  private async exchange(origin: string, url: URL, request: RangeRequest): Promise<void> {
     const connection = this.idle.get(origin)?.pop() ?? (await this.connect(origin, url, request));
     const done = new Promise<void>((resolve, reject) => {
       connection.exchange = { request, resolve, reject, head: [], headBytes: 0, bodyLeft: -1, skip: 0, received: 0, reusable: true };
@@ -154,6 +215,7 @@ export class RangeClient {
       const total = /^bytes \*\/(\d+)$/.exec(headers.get("content-range") ?? "")?.[1];
       if (total !== undefined && Number(total) !== request.fileSize) throw sizeMismatch(request.url, Number(total), request.fileSize);
     }
+    if (status === 503) throw new PeerBusyError(request.url);
     if (status !== 200 && status !== 206) throw AptP2pError.mirror(request.url, `HTTP ${Number.isNaN(status) ? "response unreadable" : status}`);
     if (!Number.isSafeInteger(length) || headers.has("transfer-encoding")) throw AptP2pError.mirror(request.url, "response without a Content-Length");
     if (status === 200) {
@@ -221,6 +283,14 @@ export class RangeClient {
     if (connection.closed) return;
     connection.closed = true;
     connection.socket?.terminate();
+  }
+}
+
+/** The peer answered 503: all the upload slots it gives our address are taken (by us or a neighbour behind the same address). */
+export class PeerBusyError extends AptP2pError {
+  constructor(url: string) {
+    super(ErrorCode.MirrorUnreachable, `Cannot fetch ${url}: HTTP 503, the peer is busy`);
+    this.name = "PeerBusyError";
   }
 }
 

@@ -165,6 +165,18 @@ export class PieceScheduler {
     return true;
   }
 
+  /**
+   * The source refused a request as busy: from now on it gets one request fewer in flight, never fewer
+   * than one. Returns false when it had one only already (the refusal is then an ordinary failure).
+   */
+  busy(sourceId: string): boolean {
+    const source = this.sources.get(sourceId);
+    const limit = source?.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (source === undefined || limit <= 1) return false;
+    source.maxInFlight = limit - 1;
+    return true;
+  }
+
   /** Bans a source outright (for example after the file failed its SHA-256 with its piece list). */
   ban(sourceId: string): void {
     this.removeSource(sourceId);

@@ -13,7 +13,7 @@ import { emptyBytesByKind, openNew, type BytesByKind, type DownloadTarget } from
 import { findPieceLists, peerId, type AnnouncedPeer, type PieceList } from "./piece-lists.ts";
 import { BufferPool } from "./buffer-pool.ts";
 import { PIECE_HASH_BYTES, PIECE_SIZE_BYTES, pieceCount, pieceRange } from "./pieces.ts";
-import type { RangeClient } from "./range-client.ts";
+import { PeerBusyError, type RangeClient } from "./range-client.ts";
 import { PieceScheduler, shuffle } from "./scheduler.ts";
 import { HttpSource, type ByteSource } from "./source.ts";
 import type { NodeId } from "../dht/id.ts";
@@ -294,6 +294,11 @@ class SwarmRun {
           }
           if (err instanceof AptP2pError && err.code === ErrorCode.DestinationUnwritable) return this.abort(err);
           this.lastError = err;
+          // A peer out of upload slots is asked less at once, not dropped: it is well, only busy.
+          if (err instanceof PeerBusyError && this.scheduler.busy(sourceId)) {
+            this.scheduler.failed(piece, sourceId, false);
+            return;
+          }
           const fault = err instanceof AptP2pError && err.code === ErrorCode.FileHashMismatch;
           // Wrong bytes caught before the piece's hash (more than asked, another file's size) count as bad too.
           if (fault) this.options.onBadPiece?.(sourceId);

@@ -35,6 +35,30 @@ function goodPeer(): { url: string; connections: () => number } {
   return { url: `http://127.0.0.1:${listener.port}/f`, connections: () => connections };
 }
 
+/** Like goodPeer, but each answer waits `delayMs`; reports the most requests it held unanswered at once. */
+function slowPeer(delayMs: number): { url: string; mostOutstanding: () => number } {
+  let outstanding = 0;
+  let most = 0;
+  const listener = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      data(socket, request) {
+        most = Math.max(most, ++outstanding);
+        const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"))!;
+        const [start, end] = [Number(range[1]), Number(range[2])];
+        setTimeout(() => {
+          outstanding--;
+          const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${FILE.length}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
+          socket.write(Buffer.concat([Buffer.from(head), FILE.subarray(start, end + 1)]));
+        }, delayMs);
+      },
+    },
+  });
+  stops.push(() => listener.stop(true));
+  return { url: `http://127.0.0.1:${listener.port}/f`, mostOutstanding: () => most };
+}
+
 /** A TCP server that answers every request with `reply` (then closes if asked). */
 function rawPeer(reply: Uint8Array | string, closeAfter = true): string {
   const listener = Bun.listen({
@@ -111,6 +135,25 @@ describe("RangeClient", () => {
     const pending = new RangeClient().get(request(url, 0, 100, { signal: controller.signal }));
     setTimeout(() => controller.abort(new Error("stalled")), 50);
     expect(pending).rejects.toThrow("stalled");
+  });
+
+  test("keeps at most its limit of requests in flight to one origin; the rest wait their turn, and a waiting one can be aborted", async () => {
+    const peer = slowPeer(30);
+    const client = new RangeClient(2);
+    const origin = new URL(peer.url).host;
+    const requests = Array.from({ length: 6 }, (_, i) => request(peer.url, i * 1000, i * 1000 + 1000));
+    const controller = new AbortController();
+    const waiting = request(peer.url, 0, 10, { signal: controller.signal });
+    const all = requests.map((r) => client.get(r));
+    const aborted = client.get(waiting);
+    expect(client.inFlight(origin)).toBe(2);
+    controller.abort(new Error("given up while waiting"));
+    expect(aborted).rejects.toThrow("given up while waiting");
+    await Promise.all(all);
+    for (const r of requests) expect(Buffer.from(r.into).equals(Buffer.from(FILE.subarray(r.start, r.end)))).toBe(true);
+    expect(peer.mostOutstanding()).toBe(2);
+    expect(client.inFlight(origin)).toBe(0);
+    client.close();
   });
 
   test("a port where nothing listens is refused cleanly", async () => {

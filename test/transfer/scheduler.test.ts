@@ -18,6 +18,24 @@ describe("PieceScheduler", () => {
     expect(s.next()).toEqual([]);
   });
 
+  test("a source that refused a request as busy gets one request fewer in flight, down to one, and the piece goes to the pool", () => {
+    const s = sequential(20);
+    s.addSource({ id: "a", kind: "peer", pieces: "all" });
+    const first = s.next();
+    expect(first).toHaveLength(DEFAULT_MAX_IN_FLIGHT);
+    const refused = first[0]!.piece;
+    expect(s.busy("a")).toBe(true);
+    s.failed(refused, "a", false);
+    // Still DEFAULT_MAX_IN_FLIGHT - 1 in flight, its new bound: nothing more to send yet.
+    expect(s.next()).toEqual([]);
+    s.completed(first[1]!.piece, "a");
+    // A slot came free: the refused piece is asked for again, first in file order.
+    expect(s.next()).toEqual([{ piece: refused, source: "a" }]);
+    for (let limit = DEFAULT_MAX_IN_FLIGHT - 1; limit > 1; limit--) expect(s.busy("a")).toBe(true);
+    expect(s.busy("a")).toBe(false);
+    expect(s.busy("gone")).toBe(false);
+  });
+
   test("asks a source only for pieces it has", () => {
     const s = sequential(10);
     s.addSource({ id: "a", kind: "peer", pieces: new Set([7, 8]) });

@@ -245,6 +245,55 @@ for (const mode of ["the fetcher", "the range client"] as const) {
 
 // A file of one piece is checked whole as it lands, against the SHA-256 from the signed index, and is
 // not hashed a second time at the end: a bad copy must still be refused and refetched elsewhere.
+/**
+ * A peer with one upload slot for us, like a peer server whose slots for our address are taken: a request
+ * that comes while another is being answered gets 503 at once. Answers take `delayMs`.
+ */
+function oneSlotPeer(delayMs: number): AnnouncedPeer & { refused: () => number } {
+  let busy = false;
+  let refused = 0;
+  const listener = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      data(socket, request) {
+        const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"))!;
+        const [start, end] = [Number(range[1]), Number(range[2])];
+        if (busy) {
+          refused++;
+          socket.write("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
+          return;
+        }
+        busy = true;
+        setTimeout(() => {
+          busy = false;
+          const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${SIZE}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
+          socket.write(Buffer.concat([Buffer.from(head), bytes.subarray(start, end + 1)]));
+        }, delayMs);
+      },
+    },
+  });
+  servers.push({ stop: async () => listener.stop(true) });
+  return { address: "127.0.0.1", port: listener.port, pieces: info(), refused: () => refused };
+}
+
+describe("swarmDownload() with a busy peer", () => {
+  test("a peer that refuses requests as busy (503) is asked less at once, not dropped, and gives the whole file", async () => {
+    const client = new RangeClient();
+    try {
+      const busyPeer = oneSlotPeer(10);
+      const path = out();
+      // No other source: had the refusals dropped the peer, the download could not finish.
+      const result = await swarmDownload(target(), { mirrors: [], peers: [busyPeer] }, path, { ...deps(), rangeClient: client });
+      await expectRightBytes(path);
+      expect(result.bytes.peer).toBe(SIZE);
+      expect(busyPeer.refused()).toBeGreaterThanOrEqual(3);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe("swarmDownload() of a file of one piece", () => {
   const SMALL = 60_000;
   const small = noise(SMALL, 21);
