@@ -5,7 +5,7 @@
  */
 import { createReadStream } from "node:fs";
 import { constants } from "node:fs";
-import { copyFile, open, rename, rm, stat } from "node:fs/promises";
+import { copyFile, link, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { asDestinationError } from "../errors.ts";
 import type { CachedFile, ContentCache } from "../store/cache.ts";
@@ -92,16 +92,26 @@ export async function deliverFile(file: CachedFile, expected: DownloadTarget, de
 }
 
 /**
- * A file verified moments ago by this process (a fresh download) is copied without hashing it again,
- * by reflink where the file system can, through the same hidden temp file and rename.
+ * A file verified moments ago by this process (a fresh download) is not hashed again. It is hard-linked
+ * into place through the same hidden temp file and rename, so that the destination and the cache share
+ * one copy of the bytes: no second write of the file (a 100 MB copy took 30–50 ms), no second share of
+ * the disk. Where a link cannot be made (another file system, one without hard links) it is copied, by
+ * reflink where the file system can. Nothing edits a .deb in place; were the shared copy changed, the
+ * cache's next use would see it, as every use checks the file again.
  */
 async function copyVerified(file: CachedFile, destPath: string): Promise<void> {
   const temp = join(dirname(destPath), `.${basename(destPath)}.apt-p2p-${process.pid}.partial`);
   try {
-    await copyFile(file.path, temp, constants.COPYFILE_FICLONE);
+    const linked = await link(file.path, temp).then(
+      () => true,
+      () => false,
+    );
+    if (!linked) await copyFile(file.path, temp, constants.COPYFILE_FICLONE);
     const size = (await stat(temp)).size;
     if (size !== file.size) throw new Error(`copied ${size} bytes of ${file.size}`);
     await rename(temp, destPath);
+    // rename() of a name onto another link of the same file does nothing and leaves the temp name.
+    if (linked) await rm(temp, { force: true });
   } catch (err) {
     await rm(temp, { force: true });
     throw asDestinationError(destPath, err);

@@ -107,6 +107,26 @@ describe("apt-p2p get against a signed local repository", () => {
     expect(await listFiles(s.dest)).toEqual(["hello_2.10-3_amd64.deb"]);
   });
 
+  test("a fresh download shares one copy of its bytes with the cache; a destination on another file system gets a copy", async () => {
+    const s = await scene();
+    expect((await runApt(s.args("hello"))).code).toBe(0);
+    const dest = await stat(join(s.dest, "hello_2.10-3_amd64.deb"));
+    const [cached] = await cachedFiles(s.cache);
+    const inCache = await stat(join(s.cache, "files", cached!));
+    expect(dest.ino).toBe(inCache.ino);
+    expect(dest.nlink).toBe(2);
+    expect(await listFiles(s.dest)).toEqual(["hello_2.10-3_amd64.deb"]);
+    if (process.getuid?.() !== 0) return; // a second file system needs a tmpfs mount, which needs root (CI runs as root)
+    await withTinyDisk(join(s.dir, "other-fs"), async (other) => {
+      const fresh = await scene();
+      expect((await runApt(["get", "--sources", fresh.sources, "--cache-dir", fresh.cache, "--dest", other, "--arch", "amd64", "hello"])).code).toBe(0);
+      const copy = await stat(join(other, "hello_2.10-3_amd64.deb"));
+      expect(copy.nlink).toBe(1);
+      expect(await sha256File(join(other, "hello_2.10-3_amd64.deb"))).toBe(await sha256File(join(repo.root, repo.debs.get("hello_2.10-3")!)));
+      expect(await listFiles(other)).toEqual(["hello_2.10-3_amd64.deb"]);
+    });
+  });
+
   test("NAME=VERSION picks that version; a file name and a pool path pick their entry", async () => {
     const s = await scene();
     const r = await runApt(s.args("--json", "hello=2.10~rc1-1", "hello_2.10-2_amd64.deb", "pool/main/b/bigpkg/bigpkg_1.0-1_amd64.deb"));
