@@ -75,11 +75,8 @@ export async function downloadToFile(
     }
     if (verifier.bytes < target.size) throw lastError ?? AptP2pError.mirror(target.name, "no source could provide it");
     verifier.finish();
-    try {
-      await file.sync();
-    } catch (err) {
-      throw asDestinationError(path, err);
-    }
+    // No fsync, as in a swarm download (src/transfer/swarm.ts): the file is an index read at once and
+    // deleted, or is adopted into a cache by rename, and every later use of a cached file checks it.
     ok = true;
     return counts;
   } finally {
