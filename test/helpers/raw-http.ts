@@ -4,6 +4,7 @@
  * pipelining order, framing and how a connection ends — things a fetch client hides.
  */
 import { expect } from "bun:test";
+import type { Socket as BunSocket } from "bun";
 import { connect, type Socket } from "node:net";
 import { listen, type Handler, type HttpServer } from "../../src/http/server.ts";
 
@@ -252,4 +253,22 @@ export class ServerRig {
     await this.server?.close();
     this.server = undefined;
   }
+}
+
+/**
+ * A peer's answer to a range client's request, for raw TCP peers written in tests: the 206 with the
+ * bytes of `file` that `request` (its head, as received) asked for with `Range: bytes=A-B`.
+ */
+export function rangeReply(request: Uint8Array, file: Uint8Array): Buffer {
+  const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"));
+  if (range === null) throw new Error(`no Range in ${Buffer.from(request).toString("latin1")}`);
+  const [start, end] = [Number(range[1]), Number(range[2])];
+  const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${file.length}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head), file.subarray(start, end + 1)]);
+}
+
+/** A raw TCP server on 127.0.0.1 calling `onData` with each chunk a client sends; `stop` ends it. */
+export function listenRaw(onData: (socket: BunSocket<undefined>, data: Uint8Array) => void): { port: number; stop: () => void } {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: onData } });
+  return { port: listener.port, stop: () => listener.stop(true) };
 }

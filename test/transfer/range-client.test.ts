@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { AptP2pError, ErrorCode } from "../../src/errors.ts";
 import { RangeClient } from "../../src/transfer/range-client.ts";
+import { listenRaw, rangeReply } from "../helpers/raw-http.ts";
 import { noise } from "../helpers/repo.ts";
 
 const FILE = noise(300_000, 5);
@@ -24,10 +25,7 @@ function goodPeer(): { url: string; connections: () => number } {
         connections++;
       },
       data(socket, request) {
-        const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"))!;
-        const [start, end] = [Number(range[1]), Number(range[2])];
-        const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${FILE.length}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
-        socket.write(Buffer.concat([Buffer.from(head), FILE.subarray(start, end + 1)]));
+        socket.write(rangeReply(request, FILE));
       },
     },
   });
@@ -39,24 +37,16 @@ function goodPeer(): { url: string; connections: () => number } {
 function slowPeer(delayMs: number): { url: string; mostOutstanding: () => number } {
   let outstanding = 0;
   let most = 0;
-  const listener = Bun.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      data(socket, request) {
-        most = Math.max(most, ++outstanding);
-        const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"))!;
-        const [start, end] = [Number(range[1]), Number(range[2])];
-        setTimeout(() => {
-          outstanding--;
-          const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${FILE.length}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
-          socket.write(Buffer.concat([Buffer.from(head), FILE.subarray(start, end + 1)]));
-        }, delayMs);
-      },
-    },
+  const server = listenRaw((socket, request) => {
+    most = Math.max(most, ++outstanding);
+    const reply = rangeReply(request, FILE);
+    setTimeout(() => {
+      outstanding--;
+      socket.write(reply);
+    }, delayMs);
   });
-  stops.push(() => listener.stop(true));
-  return { url: `http://127.0.0.1:${listener.port}/f`, mostOutstanding: () => most };
+  stops.push(server.stop);
+  return { url: `http://127.0.0.1:${server.port}/f`, mostOutstanding: () => most };
 }
 
 /** A TCP server that answers every request with `reply` (then closes if asked). */

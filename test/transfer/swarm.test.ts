@@ -14,6 +14,7 @@ import { announceInfo, hashPiece, PIECE_SIZE_BYTES, pieceListItem, pieceListKey 
 import { RangeClient, type RangeRequest } from "../../src/transfer/range-client.ts";
 import { swarmDownload, type SwarmDeps } from "../../src/transfer/swarm.ts";
 import { startMirror, type TestMirror } from "../helpers/mirror.ts";
+import { listenRaw, rangeReply } from "../helpers/raw-http.ts";
 import { noise } from "../helpers/repo.ts";
 
 const SIZE = 6 * PIECE_SIZE_BYTES + 777; // 7 pieces: tier "item"
@@ -252,29 +253,21 @@ for (const mode of ["the fetcher", "the range client"] as const) {
 function oneSlotPeer(delayMs: number): AnnouncedPeer & { refused: () => number } {
   let busy = false;
   let refused = 0;
-  const listener = Bun.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      data(socket, request) {
-        const range = /\r\nRange: bytes=(\d+)-(\d+)\r\n/.exec(Buffer.from(request).toString("latin1"))!;
-        const [start, end] = [Number(range[1]), Number(range[2])];
-        if (busy) {
-          refused++;
-          socket.write("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
-          return;
-        }
-        busy = true;
-        setTimeout(() => {
-          busy = false;
-          const head = `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${SIZE}\r\nContent-Length: ${end - start + 1}\r\n\r\n`;
-          socket.write(Buffer.concat([Buffer.from(head), bytes.subarray(start, end + 1)]));
-        }, delayMs);
-      },
-    },
+  const server = listenRaw((socket, request) => {
+    if (busy) {
+      refused++;
+      socket.write("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    busy = true;
+    const reply = rangeReply(request, bytes);
+    setTimeout(() => {
+      busy = false;
+      socket.write(reply);
+    }, delayMs);
   });
-  servers.push({ stop: async () => listener.stop(true) });
-  return { address: "127.0.0.1", port: listener.port, pieces: info(), refused: () => refused };
+  servers.push({ stop: async () => server.stop() });
+  return { address: "127.0.0.1", port: server.port, pieces: info(), refused: () => refused };
 }
 
 describe("swarmDownload() with a busy peer", () => {
