@@ -84,7 +84,7 @@ async function obtainUncoalesced(
  * then renames it into place. On any failure nothing is left at or beside `destPath`.
  */
 export async function deliverFile(file: CachedFile, expected: DownloadTarget, destPath: string, options: { verified?: boolean } = {}): Promise<void> {
-  if (options.verified) return copyVerified(file, destPath);
+  if (options.verified) return placeVerified(file, destPath);
   const chunks = (async function* () {
     for await (const chunk of createReadStream(file.path, { highWaterMark: 1 << 20 })) yield chunk as Uint8Array;
   })();
@@ -99,7 +99,7 @@ export async function deliverFile(file: CachedFile, expected: DownloadTarget, de
  * reflink where the file system can. Nothing edits a .deb in place; were the shared copy changed, the
  * cache's next use would see it, as every use checks the file again.
  */
-async function copyVerified(file: CachedFile, destPath: string): Promise<void> {
+async function placeVerified(file: CachedFile, destPath: string): Promise<void> {
   const temp = join(dirname(destPath), `.${basename(destPath)}.apt-p2p-${process.pid}.partial`);
   try {
     const linked = await link(file.path, temp).then(
