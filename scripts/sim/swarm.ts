@@ -51,7 +51,7 @@ interface InFlight {
 
 /** Downloads `size` bytes to machine `downloader` from `peers` (machine indices) and the mirror. */
 export function simulateSwarm(env: SwarmEnv, downloader: number, size: number, peers: number[], policy: SwarmPolicy = PROJECT_POLICY): Promise<void> {
-  const scheduler = new PieceScheduler(pieceCount(size), { random: env.random, sequential: true, endgameDelayMs: policy.endgameDelayMs });
+  const scheduler = new PieceScheduler(pieceCount(size), { random: env.random, sequential: true, endgameDelayMs: policy.endgameDelayMs, now: () => env.clock.now() });
   const inFlight = new Map<string, InFlight>();
   const errors = new Map<string, number>();
   const to = env.hostOf(downloader);
@@ -72,10 +72,9 @@ export function simulateSwarm(env: SwarmEnv, downloader: number, size: number, p
         env.clock.cancel(wake);
         return resolve();
       }
-      const now = env.clock.now();
-      for (const request of scheduler.next(now)) fetch(request.piece, request.source);
+      for (const request of scheduler.next()) fetch(request.piece, request.source);
       env.clock.cancel(wake);
-      const next = scheduler.nextWake(now);
+      const next = scheduler.nextWake();
       wake = next === undefined ? undefined : env.clock.at(next, pump);
       const mirrorComing = !scheduler.activeSources().includes(MIRROR_SOURCE) && policy.mirrorDelayMs > 0 && peers.length > 0;
       if (inFlight.size === 0 && next === undefined && !mirrorComing) reject(new Error(`sim swarm: no source left for a file of ${size} bytes`));

@@ -1,5 +1,5 @@
 /**
- * Which piece to ask which source for next. Pure: randomness is injected, no clock, no I/O; the
+ * Which piece to ask which source for next. Pure: randomness and the clock are injected, no I/O; the
  * downloader reports what happened and asks again.
  *
  * - Every source (peer or mirror) keeps a bounded number of requests in flight, so faster sources,
@@ -11,16 +11,31 @@
  *   the peers' pace, not held up by the piece a slower mirror is still sending, and the two meet at the
  *   end. Without peers the mirror goes in order.
  * - Endgame: when a source has nothing new to fetch, it duplicates a piece still in flight elsewhere
- *   (at most MAX_COPIES at once); the first copy to land wins and the others are cancelled.
+ *   (at most MAX_COPIES at once); the first copy to land wins and the others are cancelled. A peer does
+ *   so at once where, by the rates both sources have shown, it would land the piece ENDGAME_MARGIN times
+ *   sooner than the source that has it; otherwise, and the mirror always, only once the piece has been
+ *   in flight for the endgame delay (a stall, or sources that have not delivered anything yet). The
+ *   mirror is spared copies that peers can make.
  * - A source that delivers bad pieces is banned after BAN_AFTER_FAULTS; its pieces go back to the pool.
  */
 
-/** Requests in flight per source: enough to keep a kept-alive connection busy across one round trip. */
+/**
+ * Requests in flight per source: enough to keep a kept-alive connection busy across one round trip.
+ * Two would do on a LAN: eight local peers at 10 MB/s gave a 100 MB file 20 ms sooner with two
+ * (scripts/bench/swarm.ts, 20 runs each way). But in the simulated day (scripts/sim), with two the
+ * slowest updates took longer (p99 at 25% adoption 20.4 s against 17.8) and the mirror's share at full
+ * adoption rose from 4.1% to 4.4%; so four.
+ */
 export const DEFAULT_MAX_IN_FLIGHT = 4;
 /** Bad pieces tolerated from one source before it is banned. */
 export const BAN_AFTER_FAULTS = 2;
 /** Copies of one piece in flight at once during the endgame. */
 export const MAX_COPIES = 2;
+/**
+ * A source duplicates a piece before the endgame delay only when, by the rates seen, it would land the
+ * piece this many times sooner than the source fetching it: rates wander, and a copy costs bytes.
+ */
+export const ENDGAME_MARGIN = 1.25;
 
 export interface SchedulerSource {
   id: string;
@@ -37,9 +52,16 @@ export interface PieceRequest {
 }
 
 interface SourceState extends SchedulerSource {
-  inFlight: Set<number>;
+  /** Piece → when this source was asked for it (ms). */
+  inFlight: Map<number, number>;
   faults: number;
   delivered: number;
+  /** Time (ms) it had requests in flight, over its busy periods that ended… */
+  busyMs: number;
+  /** …and when the current one began, while it has requests in flight. */
+  busySince: number | undefined;
+  /** Its busy time when it last delivered a piece: its pace is `delivered` pieces in that time. */
+  busyAtDelivery: number;
 }
 
 export class PieceScheduler {
@@ -53,6 +75,7 @@ export class PieceScheduler {
   private readonly sequential: boolean;
   private remainingCount: number;
   private readonly bannedIds = new Set<string>();
+  private readonly now: () => number;
 
   constructor(
     readonly pieceCount: number,
@@ -64,9 +87,12 @@ export class PieceScheduler {
        * costs the mirror nothing, while a stalled request is helped within a second.
        */
       endgameDelayMs?: number;
+      /** The clock (ms); the rates behind an early endgame copy are measured with it. */
+      now?: () => number;
     },
   ) {
     this.endgameDelayMs = options.endgameDelayMs ?? 0;
+    this.now = options.now ?? (() => 0);
     this.done = new Array<boolean>(pieceCount).fill(false);
     this.availability = new Array<number>(pieceCount).fill(0);
     this.remainingCount = pieceCount;
@@ -97,7 +123,7 @@ export class PieceScheduler {
 
   addSource(source: SchedulerSource): void {
     if (this.sources.has(source.id) || this.bannedIds.has(source.id)) return;
-    this.sources.set(source.id, { ...source, inFlight: new Set(), faults: 0, delivered: 0 });
+    this.sources.set(source.id, { ...source, inFlight: new Map(), faults: 0, delivered: 0, busyMs: 0, busySince: undefined, busyAtDelivery: 0 });
     this.count(source, +1);
   }
 
@@ -107,13 +133,14 @@ export class PieceScheduler {
     if (source === undefined) return [];
     this.sources.delete(id);
     this.count(source, -1);
-    const dropped = [...source.inFlight];
+    const dropped = [...source.inFlight.keys()];
     for (const piece of dropped) this.holders.get(piece)?.delete(id);
     return dropped;
   }
 
-  /** Requests to send now, filling every source's free slots; `now` (ms) matters only for the endgame delay. */
-  next(now = 0): PieceRequest[] {
+  /** Requests to send now, filling every source's free slots. */
+  next(): PieceRequest[] {
+    const now = this.now();
     const out: PieceRequest[] = [];
     // Peers first, so that the mirror takes what peers cannot, and is spared when they can.
     const ordered = [...this.sources.values()].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "peer" ? -1 : 1));
@@ -136,11 +163,12 @@ export class PieceScheduler {
   completed(piece: number, sourceId: string): string[] {
     const source = this.sources.get(sourceId);
     if (source !== undefined) {
-      source.inFlight.delete(piece);
+      source.busyAtDelivery = this.busyMs(source);
       source.delivered++;
+      this.untrack(source, piece);
     }
     const others = [...(this.holders.get(piece) ?? [])].filter((id) => id !== sourceId);
-    for (const id of others) this.sources.get(id)?.inFlight.delete(piece);
+    for (const id of others) this.untrack(this.sources.get(id), piece);
     this.holders.delete(piece);
     if (!this.done[piece]) {
       this.done[piece] = true;
@@ -157,7 +185,7 @@ export class PieceScheduler {
     const source = this.sources.get(sourceId);
     this.holders.get(piece)?.delete(sourceId);
     if (source === undefined) return this.bannedIds.has(sourceId);
-    source.inFlight.delete(piece);
+    this.untrack(source, piece);
     if (!fault) return false;
     source.faults++;
     if (source.faults < BAN_AFTER_FAULTS) return false;
@@ -185,7 +213,7 @@ export class PieceScheduler {
 
   /** A cancelled duplicate or a request given up without blame. */
   released(piece: number, sourceId: string): void {
-    this.sources.get(sourceId)?.inFlight.delete(piece);
+    this.untrack(this.sources.get(sourceId), piece);
     this.holders.get(piece)?.delete(sourceId);
   }
 
@@ -216,18 +244,56 @@ export class PieceScheduler {
       }
     }
     if (best !== undefined) return best;
-    // Endgame: help with a piece in flight elsewhere that this source has not got in flight itself.
+    // Endgame: help with a piece in flight elsewhere that this source has not got in flight itself: the
+    // one with the fewest copies, then the one expected to land last. A peer takes a piece before the
+    // delay if it would land it ENDGAME_MARGIN times sooner; the mirror only after the delay.
+    const ownMs = this.pieceMs(source, 1);
     let endgame: number | undefined;
     let fewest = MAX_COPIES;
+    let latest = Number.NEGATIVE_INFINITY;
     for (const [piece, holders] of this.holders) {
-      if (this.done[piece] || holders.has(source.id) || !has(source, piece)) continue;
-      if (holders.size > 0 && now - (this.assignedAt.get(piece) ?? now) < this.endgameDelayMs) continue;
-      if (holders.size < fewest) {
+      if (this.done[piece] || holders.has(source.id) || !has(source, piece) || holders.size >= MAX_COPIES || holders.size > fewest) continue;
+      const leftMs = this.landsInMs(piece, holders, now);
+      const late = now - (this.assignedAt.get(piece) ?? now) >= this.endgameDelayMs;
+      const sooner = source.kind === "peer" && ownMs !== undefined && leftMs !== undefined && leftMs > ownMs * ENDGAME_MARGIN;
+      if (holders.size > 0 && !late && !sooner) continue;
+      const rank = leftMs ?? Number.POSITIVE_INFINITY;
+      if (holders.size < fewest || rank > latest) {
         endgame = piece;
         fewest = holders.size;
+        latest = rank;
       }
     }
     return endgame;
+  }
+
+  /**
+   * How long (ms) a piece takes the source while its pace is shared by the requests in flight and `extra`
+   * more, at the pace it has shown: busy milliseconds per piece delivered. Undefined until it delivered one.
+   * (A source that stalls keeps its pace on paper; the endgame delay is what helps with a stall.)
+   */
+  private pieceMs(source: SourceState, extra: number): number | undefined {
+    if (source.delivered === 0) return undefined;
+    return ((source.inFlight.size + extra) * source.busyAtDelivery) / source.delivered;
+  }
+
+  private busyMs(source: SourceState): number {
+    return source.busyMs + (source.busySince === undefined ? 0 : this.now() - source.busySince);
+  }
+
+  /** When (ms from now) the first of a piece's holders is expected to land it; undefined if unknown. */
+  private landsInMs(piece: number, holders: Set<string>, now: number): number | undefined {
+    let soonest: number | undefined;
+    for (const id of holders) {
+      const holder = this.sources.get(id);
+      if (holder === undefined) continue;
+      const perPiece = this.pieceMs(holder, 0);
+      if (perPiece === undefined) return undefined;
+      // Its requests share its pace: a piece asked `age` ago has about perPiece - age to go.
+      const left = perPiece - (now - (holder.inFlight.get(piece) ?? now));
+      soonest = soonest === undefined ? left : Math.min(soonest, left);
+    }
+    return soonest;
   }
 
   private hasPeers(): boolean {
@@ -236,7 +302,8 @@ export class PieceScheduler {
   }
 
   private assign(source: SourceState, piece: number, now: number): void {
-    source.inFlight.add(piece);
+    if (source.inFlight.size === 0) source.busySince = now;
+    source.inFlight.set(piece, now);
     let holders = this.holders.get(piece);
     if (holders === undefined) {
       holders = new Set();
@@ -246,8 +313,16 @@ export class PieceScheduler {
     holders.add(source.id);
   }
 
+  /** A request of the source's ended; its busy time stops when its last one does. */
+  private untrack(source: SourceState | undefined, piece: number): void {
+    if (source === undefined || !source.inFlight.delete(piece) || source.inFlight.size > 0) return;
+    source.busyMs = this.busyMs(source);
+    source.busySince = undefined;
+  }
+
   /** When the scheduler next wants to be asked (an endgame delay running out), or undefined. */
-  nextWake(now: number): number | undefined {
+  nextWake(): number | undefined {
+    const now = this.now();
     let wake: number | undefined;
     for (const [piece, holders] of this.holders) {
       if (this.done[piece] || holders.size === 0 || holders.size >= MAX_COPIES) continue;

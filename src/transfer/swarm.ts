@@ -201,6 +201,7 @@ class SwarmRun {
       random: deps.random ?? Math.random,
       sequential: true,
       endgameDelayMs: options.endgameDelayMs ?? ENDGAME_DELAY_MS,
+      now: this.now,
     });
     // In random order: the scheduler asks sources in the order they were added, and many downloaders
     // of small files (one piece each) would otherwise all start with the same peer of the same list.
@@ -232,9 +233,9 @@ class SwarmRun {
       this.settle();
       return;
     }
-    for (const request of this.scheduler.next(this.now())) this.fetchPiece(request.piece, request.source);
+    for (const request of this.scheduler.next()) this.fetchPiece(request.piece, request.source);
     if (this.inFlight.size === 0) {
-      const wake = this.scheduler.nextWake(this.now());
+      const wake = this.scheduler.nextWake();
       if (wake === undefined) {
         const why = this.lastError ?? AptP2pError.mirror(this.target.name, "no source could provide it");
         return this.abort(why);
@@ -244,7 +245,7 @@ class SwarmRun {
   }
 
   private scheduleWake(): void {
-    const wake = this.scheduler.nextWake(this.now());
+    const wake = this.scheduler.nextWake();
     if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
     this.wakeTimer = wake === undefined ? undefined : setTimeout(() => this.pump(), Math.max(1, wake - this.now()));
   }

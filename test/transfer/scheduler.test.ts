@@ -103,14 +103,87 @@ describe("PieceScheduler", () => {
   });
 
   test("with an endgame delay, a piece in flight is duplicated only once the delay has passed", () => {
-    const s = new PieceScheduler(1, { random: rng(1), sequential: true, endgameDelayMs: 1000 });
+    let now = 0;
+    const s = new PieceScheduler(1, { random: rng(1), sequential: true, endgameDelayMs: 1000, now: () => now });
     s.addSource({ id: "peer", kind: "peer", pieces: "all" });
     s.addSource({ id: "mirror", kind: "mirror", pieces: "all" });
-    expect(s.next(0)).toEqual([{ piece: 0, source: "peer" }]);
-    expect(s.next(999)).toEqual([]);
-    expect(s.nextWake(999)).toBe(1000);
-    expect(s.next(1000)).toEqual([{ piece: 0, source: "mirror" }]);
-    expect(s.nextWake(1000)).toBeUndefined();
+    expect(s.next()).toEqual([{ piece: 0, source: "peer" }]);
+    now = 999;
+    expect(s.next()).toEqual([]);
+    expect(s.nextWake()).toBe(1000);
+    now = 1000;
+    expect(s.next()).toEqual([{ piece: 0, source: "mirror" }]);
+    expect(s.nextWake()).toBeUndefined();
+  });
+
+  describe("before the endgame delay, by the rates seen", () => {
+    /**
+     * One request in flight each: "fast" lands a piece every 20 ms, "slow" its first at t = 100 (if
+     * `slowDelivers`) and is then asked for the last piece, 6, while fast still has piece 5.
+     */
+    function fastAndSlow(slowDelivers: boolean) {
+      let now = 0;
+      const s = new PieceScheduler(slowDelivers ? 7 : 6, { random: rng(1), sequential: true, endgameDelayMs: 10_000, now: () => now });
+      s.addSource({ id: "fast", kind: "peer", pieces: "all", maxInFlight: 1 });
+      s.addSource({ id: "slow", kind: "peer", pieces: "all", maxInFlight: 1 });
+      expect(s.next()).toEqual([
+        { piece: 0, source: "fast" },
+        { piece: 1, source: "slow" },
+      ]);
+      for (const piece of [0, 2, 3, 4]) {
+        now += 20;
+        s.completed(piece, "fast");
+        expect(s.next()).toEqual([{ piece: piece === 0 ? 2 : piece + 1, source: "fast" }]);
+      }
+      if (slowDelivers) {
+        now = 100;
+        s.completed(1, "slow");
+        expect(s.next()).toEqual([{ piece: 6, source: "slow" }]);
+      }
+      return { s, at: (t: number) => (now = t) };
+    }
+
+    test("a fast source copies a piece the slow one would land much later", () => {
+      const { s, at } = fastAndSlow(true);
+      at(100);
+      s.completed(5, "fast"); // fast: 20 ms a piece; slow: 100 ms, piece 6 just asked
+      expect(s.next()).toEqual([{ piece: 6, source: "fast" }]);
+      expect(s.completed(6, "fast")).toEqual(["slow"]);
+      expect(s.complete).toBe(true);
+    });
+
+    test("the mirror makes no early copy, however much sooner it would land the piece", () => {
+      let now = 0;
+      const s = new PieceScheduler(3, { random: rng(1), sequential: true, endgameDelayMs: 10_000, now: () => now });
+      s.addSource({ id: "slow", kind: "peer", pieces: "all", maxInFlight: 1 });
+      expect(s.next()).toEqual([{ piece: 0, source: "slow" }]);
+      now = 100;
+      s.completed(0, "slow"); // 100 ms a piece
+      expect(s.next()).toEqual([{ piece: 1, source: "slow" }]);
+      s.addSource({ id: "mirror", kind: "mirror", pieces: "all", maxInFlight: 1 });
+      expect(s.next()).toEqual([{ piece: 2, source: "mirror" }]);
+      now = 120;
+      s.completed(2, "mirror"); // 20 ms a piece; piece 1 at slow has about 80 ms to go
+      expect(s.next()).toEqual([]);
+      expect(s.nextWake()).toBe(10_100); // after the delay
+    });
+
+    test("no copy where the source that has the piece will land it soon enough", () => {
+      const { s, at } = fastAndSlow(true);
+      at(185);
+      s.completed(5, "fast"); // fast: 185 ms for 5 pieces, 37 a piece; piece 6 at slow: 85 of its 100 ms gone
+      expect(s.next()).toEqual([]);
+      expect(s.nextWake()).toBe(10_100);
+    });
+
+    test("no copy of a piece at a source that has delivered nothing: that waits for the delay", () => {
+      const { s, at } = fastAndSlow(false);
+      at(100);
+      s.completed(5, "fast");
+      expect(s.next()).toEqual([]); // piece 1 at slow, whose pace is unknown
+      at(10_000);
+      expect(s.next()).toEqual([{ piece: 1, source: "fast" }]);
+    });
   });
 
   test("bad pieces get a source banned after BAN_AFTER_FAULTS, and its pieces go to others", () => {
