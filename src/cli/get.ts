@@ -38,25 +38,29 @@ export const defaultGetDeps: GetDeps = { fetcher: fetchUrl, rangeClient: new Ran
 
 /** Runs a get; resolves with the reports of the files written, or throws the first error. */
 export async function runGet(names: string[], config: GetConfig, io: CliIO, deps: GetDeps = defaultGetDeps): Promise<FileReport[]> {
-  // Looking for a daemon and joining the DHT take a few round trips each: they overlap the index update.
-  const helpers = findHelpers(config, io);
-  helpers.catch(() => undefined); // awaited below; an early failure is not an unhandled one meanwhile
+  // Looking for a daemon, then (when none takes the work) joining the DHT and opening the cache, overlap
+  // the index update: round trips, and the cache's SQLite file created on a first run.
+  const probe = config.dht.enabled ? findDaemon(config.dht.daemonUrl, config.dht.daemonExplicit) : Promise.resolve(null);
+  const joining = probe.then((daemon) => (daemon === null && config.dht.enabled ? startFinder(config, io) : null));
+  const opening = probe.then((daemon) => (daemon === null ? openCache(config.cacheDir) : null));
+  // Awaited below; an early failure is not an unhandled one meanwhile.
+  for (const started of [joining, opening]) started.catch(() => undefined);
   let rows: PackageRow[];
   try {
     rows = await resolveNames(names, config, io, deps);
     await prepareDestination(config.dest);
   } catch (err) {
-    (await helpers.catch(() => null))?.finder?.close();
+    (await joining.catch(() => null))?.close();
+    (await opening.catch(() => null))?.close();
     throw err;
   }
-  const { daemon, finder } = await helpers;
+  const daemon = await probe;
+  const finder = await joining;
   const unique = [...new Map(rows.map((row) => [row.sha256, row])).values()];
   const reporter = makeReporter(io, config.output);
   if (daemon !== null) return downloadAll(unique, config, reporter, (row) => viaDaemon(daemon, row, config, reporter));
   try {
-    const cache = await ContentCache.open(config.cacheDir).catch((err: unknown) => {
-      throw asDestinationError(config.cacheDir, err);
-    });
+    const cache = (await opening)!;
     try {
       return await downloadAll(unique, config, reporter, (row) => downloadOne(row, config, cache, finder, deps, reporter));
     } finally {
@@ -68,12 +72,10 @@ export async function runGet(names: string[], config: GetConfig, io: CliIO, deps
   }
 }
 
-/** A running daemon to hand the work to, else (unless --no-dht) a short-lived DHT node of our own. */
-async function findHelpers(config: GetConfig, io: CliIO): Promise<{ daemon: string | null; finder: PeerFinder | null }> {
-  if (!config.dht.enabled) return { daemon: null, finder: null };
-  const daemon = await findDaemon(config.dht.daemonUrl, config.dht.daemonExplicit);
-  if (daemon !== null) return { daemon, finder: null };
-  return { daemon: null, finder: await startFinder(config, io) };
+function openCache(dir: string): Promise<ContentCache> {
+  return ContentCache.open(dir).catch((err: unknown) => {
+    throw asDestinationError(dir, err);
+  });
 }
 
 /** A short-lived DHT node for this get, joined through --bootstrap or the daemon's saved contacts. */
