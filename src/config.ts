@@ -3,12 +3,11 @@
  * Each option is declared once, in the OPTIONS table of src/cli/program.ts (flag, variable, file key,
  * default, check); how files are read and values ranked is in src/config-file.ts.
  */
-import { lookup } from "node:dns/promises";
-import { isIPv4 } from "node:net";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import type { Endpoint } from "./dht/id.ts";
 import { AptP2pError, ErrorCode } from "./errors.ts";
+import { isIPv4 } from "./ip.ts";
 
 export interface GetConfig {
   /** A sources file given with --sources, replacing the system's. */
@@ -95,6 +94,8 @@ export async function parseBootstrap(text: string): Promise<Endpoint[]> {
     let address = host;
     if (!isIPv4(host)) {
       try {
+        // Loaded only for a name: most bootstrap entries are addresses.
+        const { lookup } = await import("node:dns/promises");
         address = (await lookup(host, { family: 4 })).address;
       } catch (err) {
         throw new AptP2pError(ErrorCode.Usage, `Invalid --bootstrap entry '${item}': cannot resolve ${host} to an IPv4 address`, { cause: err });

@@ -2,7 +2,7 @@
  * How a `get` shows its work: bars on a terminal (cli-progress, which prints nothing elsewhere), one plain
  * line per finished file otherwise, one JSON object per file with --json, nothing but errors with --quiet.
  */
-import cliProgress from "cli-progress";
+import type cliProgress from "cli-progress";
 import type { PackageRow } from "../debian/index-store.ts";
 import type { BytesByKind } from "../transfer/download.ts";
 import type { CliIO } from "./io.ts";
@@ -111,7 +111,10 @@ class BarReporter implements Reporter {
   }
 
   constructor(stream: NodeJS.WriteStream) {
-    this.multi = new cliProgress.MultiBar(
+    // Loaded only for a terminal: with node:readline and the stream machinery it pulls in, it cost every
+    // start of the compiled binary several milliseconds.
+    const bars = require("cli-progress") as typeof cliProgress;
+    this.multi = new bars.MultiBar(
       {
         stream,
         format: " {bar} {percentage}% {label} {done}/{size} {rate}/s ETA {eta_formatted}",
@@ -121,7 +124,7 @@ class BarReporter implements Reporter {
         stopOnComplete: false,
         formatValue: (value, _options, type) => (type === "value" || type === "total" ? formatBytes(value) : String(value)),
       },
-      cliProgress.Presets.shades_classic,
+      bars.Presets.shades_classic,
     );
   }
 

@@ -5,8 +5,7 @@
  * The routing table is saved in the state dir so a restart rejoins through old contacts; the traffic
  * totals of the status page too (traffic.json).
  */
-import { randomBytes } from "node:crypto";
-import { ID_BYTES, type Endpoint } from "../dht/id.ts";
+import { ID_BYTES, randomBytes, type Endpoint } from "../dht/id.ts";
 import { DhtNode } from "../dht/node.ts";
 import { DhtState } from "../dht/persist.ts";
 import { bindUdp, type DatagramSocket } from "../dht/socket.ts";
@@ -129,7 +128,7 @@ export class Daemon {
     const state = DhtState.open(config.stateDir);
     const opened: { close(): void }[] = [state];
     try {
-      const id = state.nodeId(() => new Uint8Array(randomBytes(ID_BYTES)));
+      const id = state.nodeId(() => randomBytes(ID_BYTES));
       const limitBytes = config.cacheSize === undefined ? null : await resolveCacheLimit(parseCacheSize(config.cacheSize), config.cacheDir);
       // The seeder exists only once the sockets are bound; until then an eviction has nothing to unseed.
       let unseed: (sha256: string) => void = () => undefined;

@@ -5,6 +5,14 @@ export const ID_BITS = ID_BYTES * 8;
 
 export type NodeId = Uint8Array;
 
+/**
+ * n random bytes from the system's CSPRNG (n up to 65536). Web Crypto rather than node:crypto, whose
+ * loading cost every start of the compiled binary about 13 ms.
+ */
+export function randomBytes(n: number): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(n));
+}
+
 /** A node we can send to: its id when known, and its UDP address. */
 export interface Contact {
   id: NodeId;

@@ -3,8 +3,7 @@
  * announces peers. Wires the pure parts (routing table, value store, tokens, rate limits) to the
  * transport; all network work happens here, none in those parts.
  */
-import { randomBytes as cryptoRandomBytes } from "node:crypto";
-import { idsEqual, idToHex, ID_BYTES, type Contact, type Endpoint, type NodeId } from "./id.ts";
+import { idsEqual, idToHex, ID_BYTES, randomBytes, type Contact, type Endpoint, type NodeId } from "./id.ts";
 import { decodeMessage, encodeMessage } from "./krpc.ts";
 import { lookup, type LookupMethod, type LookupResult } from "./lookup.ts";
 import {
@@ -176,7 +175,7 @@ export class DhtNode {
 
   constructor(private readonly options: DhtNodeOptions) {
     this.socket = options.socket;
-    this.randomBytes = options.randomBytes ?? ((n) => new Uint8Array(cryptoRandomBytes(n)));
+    this.randomBytes = options.randomBytes ?? randomBytes;
     this.id = options.id ?? this.randomBytes(ID_BYTES);
     this.k = options.k ?? K;
     this.alpha = options.alpha ?? ALPHA;

@@ -8,7 +8,6 @@
  * periods (5–10 minutes by default, as BEP 5 describes). Pure: time is passed in, randomness injected,
  * and rotation happens lazily when a call sees that the rotation time has passed.
  */
-import { createHash } from "node:crypto";
 
 /** BEP 5: "change the secret every five minutes and accept tokens up to ten minutes old". */
 export const TOKEN_ROTATE_MS = 5 * 60 * 1000;
@@ -87,7 +86,7 @@ export function tokenAddress(address: string): string {
 }
 
 function tokenFor(secret: Uint8Array, address: string): Uint8Array {
-  const digest = createHash("sha1").update(secret).update(tokenAddress(address), "utf8").digest();
+  const digest = new Bun.CryptoHasher("sha1").update(secret).update(tokenAddress(address)).digest();
   return new Uint8Array(digest.subarray(0, TOKEN_BYTES));
 }
 

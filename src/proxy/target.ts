@@ -14,7 +14,7 @@
  * percent-encoding as many times as it was applied, so `%2e%2e` and `%252e%252e` are refused as `..` is.
  */
 
-import { isIPv6 } from "node:net";
+import { isIPv6 } from "../ip.ts";
 
 export interface UpstreamTarget {
   scheme: "http" | "https";
