@@ -32,8 +32,8 @@ export const BAN_AFTER_FAULTS = 2;
 /** Copies of one piece in flight at once during the endgame. */
 export const MAX_COPIES = 2;
 /**
- * A source duplicates a piece before the endgame delay only when, by the rates seen, it would land the
- * piece this many times sooner than the source fetching it: rates wander, and a copy costs bytes.
+ * A peer copies a piece before the endgame delay only when, by the rates seen, it would land the piece
+ * this many times sooner than the source fetching it: rates wander, and a copy costs bytes.
  */
 export const ENDGAME_MARGIN = 1.25;
 
