@@ -56,7 +56,7 @@ import {
   type AptCacher, type MirrorFront,
 } from "./lib/apt-rig.ts";
 import {
-  cachedDebs, childEnv, CLI, linkOrCopy, startDaemon, startRepository, stopRepository, timed, waitForAnnounces,
+  cachedDebs, childEnv, CLI, linkOrCopy, settleWrites, startDaemon, startRepository, stopRepository, waitForAnnounces,
   type BenchPackage, type Daemon, type Repository,
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
@@ -445,7 +445,7 @@ async function main(): Promise<void> {
   for (run = 1; run <= runs; run++) {
     for (const [c, setup] of setups) {
       const via = await setup();
-      await settleWrites();
+      await settleWrites(log);
       try {
         const outcome = await aptRun(`${c}. ${CASE_NAMES[c]}, run ${run}`, sources, via, packages);
         seconds.set(c, [...(seconds.get(c) ?? []), outcome.seconds]);
@@ -456,12 +456,6 @@ async function main(): Promise<void> {
     }
   }
   printTable(seconds, fromMirror, totalBytes);
-}
-
-/** Waits until the files written so far are on disk (sync(1)), so that their write-back is not timed. */
-async function settleWrites(): Promise<void> {
-  const r = await timed(["sync"], { timeoutMs: 120_000 });
-  if (r.code !== 0 || r.timedOut) log(`sync failed (code ${r.code}${r.timedOut ? ", timed out" : ""}); timing anyway`);
 }
 
 function printTable(seconds: Map<number, number[]>, fromMirror: Map<number, number[]>, totalBytes: number): void {

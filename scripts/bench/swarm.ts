@@ -44,7 +44,7 @@ import { parseArgs } from "node:util";
 import { parseRate } from "../../src/transfer/throttle.ts";
 import { sha256File, type PackageSpec } from "../../test/helpers/repo.ts";
 import {
-  cachedDebs, childEnv, compileCli, linkOrCopy, startDaemon, startRepository, stopRepository, timed, unusedPort, waitForAnnounces,
+  cachedDebs, childEnv, compileCli, linkOrCopy, settleWrites, startDaemon, startRepository, stopRepository, timed, unusedPort, waitForAnnounces,
   type BenchPackage, type Daemon, type Repository,
 } from "./lib/fixture.ts";
 import { LoopbackShaper, type ShapeRule } from "./lib/shaper.ts";
@@ -215,12 +215,6 @@ async function aria2(urls: string[], expectedSha: string, timeoutMs: number): Pr
   return run.seconds;
 }
 
-/** Waits until the files written so far are on disk (sync(1)), so that one side's write-back is not timed in the other's run. */
-async function settleWrites(): Promise<void> {
-  const r = await timed(["sync"], { timeoutMs: 120_000 });
-  if (r.code !== 0 || r.timedOut) log(`sync failed (code ${r.code}${r.timedOut ? ", timed out" : ""}); timing anyway`);
-}
-
 /** Queries dropped by the per-address rate limit: on one host every node shares the address 127.0.0.1. */
 async function logDhtCounters(nodes: Daemon[]): Promise<void> {
   const stats = await Promise.all(
@@ -303,14 +297,14 @@ async function main(): Promise<void> {
   const fileTimes: number[] = [];
   const ariaTimes: number[] = [];
   for (let r = 0; r < runs; r++) {
-    await settleWrites();
+    await settleWrites(log);
     const got = await aptGet(["huge"], boot, [], timeoutMs);
     const line = got.lines[0]!;
     if (line.sha256 !== huge!.sha256) throw new Error(`get reported SHA-256 ${line.sha256} for huge`);
     aptTimes.push(got.seconds);
     fileTimes.push(line.seconds);
     log(`case 1 run ${r + 1}: apt-p2p ${fmt(got.seconds)} s (file ${fmt(line.seconds)} s): ${describeSplit(line, seederPorts)}`);
-    await settleWrites();
+    await settleWrites(log);
     const a = await aria2(urls, huge!.sha256, timeoutMs);
     ariaTimes.push(a);
     log(`case 1 run ${r + 1}: aria2c ${fmt(a)} s`);
@@ -334,12 +328,12 @@ async function main(): Promise<void> {
     const swarmTimes: number[] = [];
     const mirrorTimes: number[] = [];
     for (let r = 0; r < runs; r++) {
-      await settleWrites();
+      await settleWrites(log);
       const viaSwarm = await aptGet(names, boot, ["--jobs", String(GET_JOBS_SMALL)], 300_000);
       const fromPeers = viaSwarm.lines.reduce((a, l) => a + l.sources.peers, 0);
       swarmTimes.push(viaSwarm.seconds);
       log(`case 2 run ${r + 1}: swarm ${fmt(viaSwarm.seconds)} s (${viaSwarm.lines.length} files, ${((100 * fromPeers) / smallBytes).toFixed(0)}% of bytes from peers, median file ${fmt(median(viaSwarm.lines.map((l) => l.seconds)))} s)`);
-      await settleWrites();
+      await settleWrites(log);
       const viaMirror = await aptGet(names, boot, ["--jobs", String(GET_JOBS_SMALL), "--no-dht"], 300_000);
       mirrorTimes.push(viaMirror.seconds);
       log(`case 2 run ${r + 1}: --no-dht ${fmt(viaMirror.seconds)} s (median file ${fmt(median(viaMirror.lines.map((l) => l.seconds)))} s)`);

@@ -254,3 +254,12 @@ export async function timed(cmd: string[], options: { timeoutMs: number; env?: R
   clearTimeout(timer);
   return { code, seconds, stdout, stderr, timedOut };
 }
+
+/**
+ * Waits until the files written so far are on disk (sync(1)), so that the write-back of what one run
+ * wrote does not fall into the next run's time.
+ */
+export async function settleWrites(log: (line: string) => void): Promise<void> {
+  const r = await timed(["sync"], { timeoutMs: 120_000 });
+  if (r.code !== 0 || r.timedOut) log(`sync failed (code ${r.code}${r.timedOut ? ", timed out" : ""}); timing anyway`);
+}
