@@ -42,12 +42,14 @@ function isTerminal(fd: number): boolean {
   return (require("node:tty") as typeof import("node:tty")).isatty(fd);
 }
 
+const encoder = new TextEncoder();
+
 /**
  * Writes all of the text, waiting out a full non-blocking pipe. A reader that went away (EPIPE) or a
  * closed descriptor ends the output silently: the command's work does not depend on it being read.
  */
 function writeText(fd: number, text: string): void {
-  let bytes = new TextEncoder().encode(text);
+  let bytes = encoder.encode(text);
   while (bytes.length > 0) {
     try {
       bytes = bytes.subarray(writeSync(fd, bytes));

@@ -2,7 +2,7 @@
  * Finding the peers of a file for a one-shot `get` without a daemon: a short-lived DHT node that joins
  * through the bootstrap nodes or the contacts a daemon saved, looks keys up, and announces nothing.
  */
-import { ID_BYTES, idFromHex, randomBytes, type Contact, type Endpoint, type NodeId } from "../dht/id.ts";
+import { idFromHex, type Contact, type Endpoint, type NodeId } from "../dht/id.ts";
 import { DhtNode } from "../dht/node.ts";
 import { bindUdp } from "../dht/socket.ts";
 import type { AnnouncedPeer } from "./piece-lists.ts";
@@ -27,7 +27,6 @@ export async function startPeerFinder(options: FinderOptions): Promise<PeerFinde
   const socket = await bindUdp(options.bind, 0);
   const node = new DhtNode({
     socket,
-    id: randomBytes(ID_BYTES),
     bootstrap: options.bootstrap,
     savedContacts: options.saved,
     maintenance: false,
